@@ -1,0 +1,139 @@
+//! `ApiError`: every way a `/passport` request can fail, and the one place where an errno,
+//! its message and the HTTP status are chosen. Internal causes are logged, never sent.
+
+use axum::{
+    Json,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use serde::Serialize;
+use shared::{Errno, queue::PublishError};
+
+/// The body of every `/passport` JSON answer.
+#[derive(Debug, Serialize)]
+pub struct Reply {
+    /// The errno (0 on success).
+    pub errno: u16,
+    /// A message for the user, in Chinese as in the seed.
+    pub errmsg: &'static str,
+}
+
+impl Reply {
+    /// A success answer with `errmsg`.
+    pub fn ok(errmsg: &'static str) -> Json<Self> {
+        Json(Self { errno: Errno::Ok.code(), errmsg })
+    }
+}
+
+/// Which rate limit refused a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Limit {
+    /// `SMS_RESEND_INTERVAL_SECS` per mobile.
+    ResendCooldown,
+    /// `SMS_DAILY_LIMIT_PER_MOBILE`.
+    DailyPerMobile,
+    /// `SMS_HOURLY_LIMIT_PER_IP`.
+    HourlyPerIp,
+}
+
+/// A failed `/passport` request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body is not a JSON object, or is too large: HTTP 400.
+    #[error("malformed body: {0}")]
+    MalformedBody(String),
+    /// A required field is missing, empty or not a string.
+    #[error("missing parameter")]
+    MissingParams,
+    /// A parameter has a bad value (`errmsg` says which).
+    #[error("invalid parameter: {0}")]
+    InvalidParam(&'static str),
+    /// The mobile does not match `MOBILE_PATTERN`.
+    #[error("bad mobile")]
+    BadMobile,
+    /// No captcha under that id (expired, used, or never issued).
+    #[error("image code expired")]
+    ImageCodeExpired,
+    /// The captcha text does not match.
+    #[error("image code wrong")]
+    ImageCodeWrong,
+    /// A rate limit refused the request: HTTP 429 with `Retry-After`.
+    #[error("rate limited ({limit:?}), retry after {retry_after_secs}s")]
+    RateLimited {
+        /// Which limit.
+        limit: Limit,
+        /// Seconds until the limit lets the request through.
+        retry_after_secs: u64,
+    },
+    /// The mobile is already registered.
+    #[error("mobile already registered")]
+    MobileTaken,
+    /// Redis failed; `errmsg` names the step.
+    #[error("redis: {errmsg}: {source}")]
+    Redis {
+        /// The step's message.
+        errmsg: &'static str,
+        /// The cause (logged only).
+        source: redis::RedisError,
+    },
+    /// PostgreSQL failed; `errmsg` names the step.
+    #[error("database: {errmsg}: {source}")]
+    Database {
+        /// The step's message.
+        errmsg: &'static str,
+        /// The cause (logged only).
+        source: sqlx::Error,
+    },
+    /// The send job was not queued.
+    #[error("broker: {0}")]
+    Broker(#[from] PublishError),
+    /// Anything else.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The errno, HTTP status and message of this error.
+    fn parts(&self) -> (Errno, StatusCode, &'static str) {
+        use ApiError::*;
+        match self {
+            MalformedBody(_) => (Errno::ParamErr, StatusCode::BAD_REQUEST, "参数错误"),
+            MissingParams => (Errno::ParamErr, StatusCode::OK, "参数不全"),
+            InvalidParam(msg) => (Errno::ParamErr, StatusCode::OK, msg),
+            BadMobile => (Errno::DataErr, StatusCode::OK, "手机号不正确"),
+            ImageCodeExpired => (Errno::NoData, StatusCode::OK, "验证码已过期"),
+            ImageCodeWrong => (Errno::DataErr, StatusCode::OK, "验证码输入错误"),
+            RateLimited { limit, .. } => (
+                Errno::ReqErr,
+                StatusCode::TOO_MANY_REQUESTS,
+                match limit {
+                    Limit::ResendCooldown => "发送过于频繁，请稍后再试",
+                    Limit::DailyPerMobile => "该手机号今日发送次数已达上限",
+                    Limit::HourlyPerIp => "请求次数过多，请稍后再试",
+                },
+            ),
+            MobileTaken => (Errno::DataExist, StatusCode::OK, "该手机已被注册"),
+            Redis { errmsg, .. } | Database { errmsg, .. } => (Errno::DbErr, StatusCode::OK, errmsg),
+            Broker(_) => (Errno::ThirdErr, StatusCode::OK, "发送短信失败"),
+            Internal(_) => (Errno::ServerErr, StatusCode::OK, Errno::ServerErr.default_message()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (errno, status, errmsg) = self.parts();
+        match errno {
+            Errno::DbErr | Errno::ThirdErr | Errno::ServerErr => {
+                // `{:#}`-style chain: the Display of each variant includes its source.
+                tracing::error!(errno = errno.code(), error = %self, "request failed");
+            }
+            _ => tracing::debug!(errno = errno.code(), error = %self, "request refused"),
+        }
+        let mut response = (status, Json(Reply { errno: errno.code(), errmsg })).into_response();
+        if let ApiError::RateLimited { retry_after_secs, .. } = self {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+        }
+        response
+    }
+}

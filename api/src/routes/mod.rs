@@ -1,0 +1,20 @@
+//! The route table.
+
+pub mod ops;
+pub mod passport;
+
+use axum::{
+    Router,
+    routing::{get, post},
+};
+
+use crate::AppState;
+
+/// Every route of the api.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/passport/image_code", get(passport::image_code))
+        .route("/passport/sms_code", post(passport::sms_code))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+}

@@ -1,0 +1,134 @@
+//! `/passport/*`: the captcha and the SMS code request (the seed's Flask views).
+
+use axum::{
+    Json,
+    extract::{Query, State},
+    http::header,
+    response::{IntoResponse, Response},
+};
+use redis::AsyncCommands;
+use serde::Deserialize;
+use shared::{
+    db,
+    domain::{ImageCodeId, Mobile, SmsCode},
+    queue::SendJob,
+};
+
+use crate::{
+    AppState, captcha,
+    error::{ApiError, Reply},
+    extract::{ClientIp, JsonObject},
+    limits::{self, Attempt},
+};
+
+/// Query of `GET /passport/image_code`.
+#[derive(Deserialize)]
+pub struct ImageCodeQuery {
+    /// The id the frontend generated for this captcha.
+    image_code_id: Option<String>,
+    /// The original frontend's name for the same parameter.
+    #[serde(rename = "imageCodeId")]
+    image_code_id_alias: Option<String>,
+}
+
+/// `GET /passport/image_code?image_code_id=ID`: a PNG captcha whose text is stored as
+/// `ImageCode_<ID>` for `IMAGE_CODE_TTL_SECS`.
+#[tracing::instrument(skip_all)]
+pub async fn image_code(
+    State(state): State<AppState>,
+    query: Result<Query<ImageCodeQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Ok(Query(query)) = query else {
+        return Err(ApiError::MissingParams);
+    };
+    let raw = query.image_code_id.or(query.image_code_id_alias).filter(|s| !s.is_empty());
+    let Some(raw) = raw else {
+        return Err(ApiError::MissingParams);
+    };
+    let id = ImageCodeId::parse(&raw).map_err(|_| ApiError::InvalidParam("图片验证码编号不正确"))?;
+
+    let generated = tokio::task::spawn_blocking(captcha::generate)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .ok_or_else(|| ApiError::Internal("captcha generation failed".into()))?;
+
+    let mut redis = state.redis.clone();
+    let () = redis
+        .set_ex(state.keys.image_code(&id), &generated.text, state.settings.image_code_ttl.as_secs())
+        .await
+        .map_err(|source| ApiError::Redis { errmsg: "保存图片验证码失败", source })?;
+
+    Ok(([(header::CONTENT_TYPE, "image/png"), (header::CACHE_CONTROL, "no-store")], generated.png).into_response())
+}
+
+/// `POST /passport/sms_code {"mobile", "image_code", "image_code_id"}`: SPEC steps 1–10.
+#[tracing::instrument(skip_all)]
+pub async fn sms_code(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    body: JsonObject,
+) -> Result<Json<Reply>, ApiError> {
+    // 1. every field present, a non-empty string
+    let (Some(mobile), Some(image_code), Some(image_code_id)) =
+        (body.str(&["mobile"]), body.str(&["image_code"]), body.str(&["image_code_id", "imageCodeId"]))
+    else {
+        return Err(ApiError::MissingParams);
+    };
+    // 2. mobile format
+    let mobile = Mobile::parse(mobile, &state.settings.mobile_pattern).map_err(|_| ApiError::BadMobile)?;
+    // No captcha can exist under an id that is not of the issued form.
+    let image_code_id = ImageCodeId::parse(image_code_id).map_err(|_| ApiError::ImageCodeExpired)?;
+
+    // 3–5. GETDEL the captcha, compare, take the rate limits: one atomic round trip.
+    limits::check(&state, &Attempt { mobile: &mobile, image_code_id: &image_code_id, typed: image_code, ip }).await?;
+
+    // From here on, a failure gives back the cooldown and daily count it took.
+    match send_code(&state, &mobile).await {
+        Ok(()) => Ok(Reply::ok("发送成功")),
+        Err((error, stored)) => {
+            limits::release(&state, &mobile, stored.as_ref()).await;
+            Err(error)
+        }
+    }
+}
+
+/// Steps 6–9. On failure, also returns the code if one was stored, so it can be removed.
+async fn send_code(state: &AppState, mobile: &Mobile) -> Result<(), (ApiError, Option<SmsCode>)> {
+    // 6. not registered yet
+    let exists = tokio::time::timeout(state.settings.dependency_timeout, db::user_exists(&state.db, mobile.as_str()))
+        .await
+        .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+        .map_err(|source| (ApiError::Database { errmsg: "数据库查询错误", source }, None))?;
+    if exists {
+        return Err((ApiError::MobileTaken, None));
+    }
+
+    // 7. a fresh code from a CSPRNG
+    let code = SmsCode::generate();
+
+    // 8. store it (and reset the wrong-try counter of the previous code) in one round trip
+    let stored: redis::RedisResult<()> = redis::pipe()
+        .atomic()
+        .set_ex(state.keys.sms_code(mobile), code.expose(), state.settings.sms_code_ttl.as_secs())
+        .ignore()
+        .del(state.keys.verify_attempts(mobile))
+        .ignore()
+        .query_async(&mut state.redis.clone())
+        .await;
+    if let Err(source) = stored {
+        return Err((ApiError::Redis { errmsg: "保存短信验证码失败", source }, None));
+    }
+
+    // 9. queue the send job and wait for the broker's confirm
+    let job = SendJob::new(
+        mobile.clone(),
+        code.clone(),
+        state.settings.provider_template_id().to_owned(),
+        state.settings.sms_code_ttl,
+    );
+    if let Err(e) = state.publisher.publish(&job).await {
+        return Err((ApiError::Broker(e), Some(code)));
+    }
+    tracing::info!(job_id = %job.id, mobile = %mobile.masked(), "sms job queued");
+    Ok(())
+}

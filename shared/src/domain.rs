@@ -1,0 +1,176 @@
+//! Domain newtypes, made by `parse()` at the edge so that nothing past it passes raw strings.
+
+use std::fmt;
+
+use hmac::{Hmac, Mac};
+use rand::Rng;
+use regex_lite::Regex;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use uuid::Uuid;
+
+/// Why an input is not a valid domain value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    /// The mobile does not match `MOBILE_PATTERN`.
+    #[error("mobile number does not match MOBILE_PATTERN")]
+    Mobile,
+    /// The image-code id is not 1–64 characters of `[A-Za-z0-9_-]`.
+    #[error("image code id must be 1-64 characters of [A-Za-z0-9_-]")]
+    ImageCodeId,
+}
+
+/// A mobile number that matched `MOBILE_PATTERN`.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Mobile(String);
+
+impl Mobile {
+    /// Checks `raw` against `pattern` (`MOBILE_PATTERN`).
+    pub fn parse(raw: &str, pattern: &Regex) -> Result<Self, DomainError> {
+        // The pattern decides, but a mobile also ends up inside Redis keys and AMQP
+        // short strings: keep it to a sane length of digits and '+'.
+        let sane = !raw.is_empty() && raw.len() <= 32 && raw.bytes().all(|b| b.is_ascii_digit() || b == b'+');
+        if sane && pattern.is_match(raw) { Ok(Self(raw.to_owned())) } else { Err(DomainError::Mobile) }
+    }
+
+    /// A mobile read back from our own storage (a queued job, a database row), which was
+    /// parsed when it entered the system.
+    pub fn from_stored(raw: impl Into<String>) -> Self {
+        Self(raw.into())
+    }
+
+    /// The number itself.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The number with its middle digits hidden (`138****5678`): the only form logs carry.
+    pub fn masked(&self) -> String {
+        let s = &self.0;
+        if s.len() < 7 {
+            return "*".repeat(s.len());
+        }
+        format!("{}****{}", &s[..3], &s[s.len() - 4..])
+    }
+}
+
+impl fmt::Debug for Mobile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+/// The id under which a captcha's text is stored: 1–64 characters of `[A-Za-z0-9_-]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageCodeId(String);
+
+impl ImageCodeId {
+    /// Validates `raw`.
+    pub fn parse(raw: &str) -> Result<Self, DomainError> {
+        let ok =
+            (1..=64).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if ok { Ok(Self(raw.to_owned())) } else { Err(DomainError::ImageCodeId) }
+    }
+
+    /// The id itself.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A 6-digit SMS verification code. Its `Debug` hides the digits so that it cannot reach a
+/// log by accident.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SmsCode(String);
+
+impl SmsCode {
+    /// A fresh code, `%06d` of a number drawn from the thread-local CSPRNG (ChaCha,
+    /// seeded from the OS).
+    pub fn generate() -> Self {
+        let n: u32 = rand::rng().random_range(0..1_000_000);
+        Self(format!("{n:06}"))
+    }
+
+    /// A code read back from storage or typed by a user.
+    pub fn from_stored(raw: impl Into<String>) -> Self {
+        Self(raw.into())
+    }
+
+    /// The digits: for the provider request and Redis only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// `code_digest`: HMAC-SHA256 of job id and code under `CODE_DIGEST_KEY`, hex. Lets ops
+    /// tell whether the live code in Redis is still a job's without storing the code.
+    pub fn digest(&self, key: &[u8], job_id: Uuid) -> String {
+        // HMAC takes keys of any length; new_from_slice cannot fail for it.
+        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+            return String::new();
+        };
+        mac.update(job_id.as_bytes());
+        mac.update(self.0.as_bytes());
+        mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl fmt::Debug for SmsCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SmsCode(******)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pattern() -> Regex {
+        match Regex::new(r"^1[3-9]\d{9}$") {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn mobiles_are_checked_and_masked() {
+        let p = pattern();
+        assert_eq!(Mobile::parse("13812345678", &p).map(|m| m.masked()), Ok("138****5678".to_owned()));
+        for bad in ["", "1381234567", "23812345678", "1381234567x", "12012345678", "138123456789"] {
+            assert_eq!(Mobile::parse(bad, &p), Err(DomainError::Mobile), "{bad}");
+        }
+        // A permissive pattern still cannot smuggle key separators into Redis keys.
+        let any = Regex::new(".*").ok();
+        assert!(any.is_some_and(|any| Mobile::parse("1:2", &any).is_err()));
+    }
+
+    #[test]
+    fn image_code_ids_are_bounded() {
+        assert!(ImageCodeId::parse("0b8f2a1c-58b4-4a46-9d7f-3f1c2e5f4e10").is_ok());
+        assert!(ImageCodeId::parse(&"a".repeat(64)).is_ok());
+        for bad in ["", "a b", "a/b", "中文", &"a".repeat(65)] {
+            assert!(ImageCodeId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn codes_are_six_digits_and_not_constant() {
+        let codes: std::collections::HashSet<String> =
+            (0..200).map(|_| SmsCode::generate().expose().to_owned()).collect();
+        assert!(codes.iter().all(|c| c.len() == 6 && c.bytes().all(|b| b.is_ascii_digit())));
+        assert!(codes.len() > 190, "200 draws gave only {} distinct codes", codes.len());
+        assert_eq!(format!("{:?}", SmsCode::from_stored("123456")), "SmsCode(******)");
+    }
+
+    #[test]
+    fn the_digest_depends_on_key_job_and_code() {
+        let id = Uuid::new_v4();
+        let code = SmsCode::from_stored("123456");
+        let d = code.digest(b"k", id);
+        assert_eq!(d.len(), 64);
+        assert_ne!(d, code.digest(b"other", id));
+        assert_ne!(d, code.digest(b"k", Uuid::new_v4()));
+        assert_ne!(d, SmsCode::from_stored("123457").digest(b"k", id));
+    }
+}

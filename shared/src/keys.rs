@@ -1,0 +1,103 @@
+//! Redis key builders. `ImageCode_<id>` and `SMS_<mobile>` are the seed's keys, so an existing
+//! register view keeps working; the rate-limit keys are this project's own (see the README).
+//! Every key starts with `REDIS_KEY_PREFIX` (empty by default).
+
+use chrono::{DateTime, FixedOffset, Timelike, Utc};
+
+use crate::domain::{ImageCodeId, Mobile};
+
+/// Builds every Redis key the services use.
+#[derive(Clone, Debug, Default)]
+pub struct Keys {
+    prefix: String,
+}
+
+/// China has one time zone and no daylight saving: "per day" means a Beijing calendar day.
+const BEIJING: FixedOffset = match FixedOffset::east_opt(8 * 3600) {
+    Some(offset) => offset,
+    None => panic!("UTC+8 is a valid offset"),
+};
+
+impl Keys {
+    /// Keys under `prefix` (`REDIS_KEY_PREFIX`).
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into() }
+    }
+
+    /// The prefix every key starts with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `ImageCode_<id>`: the captcha text.
+    pub fn image_code(&self, id: &ImageCodeId) -> String {
+        format!("{}ImageCode_{}", self.prefix, id.as_str())
+    }
+
+    /// `SMS_<mobile>`: the live SMS code.
+    pub fn sms_code(&self, mobile: &Mobile) -> String {
+        format!("{}SMS_{}", self.prefix, mobile.as_str())
+    }
+
+    /// `SMSCooldown_<mobile>`: present while a resend is not allowed.
+    pub fn resend_cooldown(&self, mobile: &Mobile) -> String {
+        format!("{}SMSCooldown_{}", self.prefix, mobile.as_str())
+    }
+
+    /// `SMSDaily_<mobile>_<yyyymmdd>`: codes sent to a mobile on one Beijing day.
+    pub fn daily_count(&self, mobile: &Mobile, now: DateTime<Utc>) -> String {
+        let day = now.with_timezone(&BEIJING).format("%Y%m%d");
+        format!("{}SMSDaily_{}_{day}", self.prefix, mobile.as_str())
+    }
+
+    /// `SMSIpHourly_<ip>_<yyyymmddhh>`: codes requested from one client IP in one hour.
+    pub fn ip_hourly_count(&self, ip: &str, now: DateTime<Utc>) -> String {
+        let hour = now.with_timezone(&BEIJING).format("%Y%m%d%H");
+        format!("{}SMSIpHourly_{ip}_{hour}", self.prefix)
+    }
+
+    /// `SMSAttempts_<mobile>`: wrong tries against the live SMS code.
+    pub fn verify_attempts(&self, mobile: &Mobile) -> String {
+        format!("{}SMSAttempts_{}", self.prefix, mobile.as_str())
+    }
+}
+
+/// Seconds until the Beijing day of `now` ends: the TTL of a daily counter.
+pub fn secs_until_day_end(now: DateTime<Utc>) -> u64 {
+    let local = now.with_timezone(&BEIJING);
+    let elapsed = u64::from(local.num_seconds_from_midnight());
+    86_400 - elapsed
+}
+
+/// Seconds until the hour of `now` ends: the TTL of an hourly counter.
+pub fn secs_until_hour_end(now: DateTime<Utc>) -> u64 {
+    let elapsed = u64::from(now.minute() * 60 + now.second());
+    3_600 - elapsed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn seed_keys_are_kept() -> Result<(), crate::domain::DomainError> {
+        let keys = Keys::default();
+        let mobile = Mobile::from_stored("13812345678");
+        assert_eq!(keys.sms_code(&mobile), "SMS_13812345678");
+        assert_eq!(keys.image_code(&ImageCodeId::parse("abc-1")?), "ImageCode_abc-1");
+        assert_eq!(Keys::new("t1:").sms_code(&mobile), "t1:SMS_13812345678");
+        Ok(())
+    }
+
+    #[test]
+    fn windows_follow_beijing_time() {
+        // 2026-01-01 15:59:30 UTC is 23:59:30 in Beijing: 30 s left in the day.
+        let t = Utc.with_ymd_and_hms(2026, 1, 1, 15, 59, 30).single();
+        let Some(t) = t else { panic!("valid time") };
+        assert_eq!(secs_until_day_end(t), 30);
+        assert_eq!(secs_until_hour_end(t), 30);
+        let mobile = Mobile::from_stored("13812345678");
+        assert!(Keys::default().daily_count(&mobile, t).ends_with("_20260101"));
+    }
+}

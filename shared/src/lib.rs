@@ -1,0 +1,23 @@
+//! Everything the `api`, the `worker` and `smsctl` agree on.
+//!
+//! - [`config`]: `Settings`, parsed once from the environment at start-up.
+//! - [`errno`]: the errno table of the JSON contract (numbers and messages).
+//! - [`keys`]: Redis key builders (`ImageCode_<id>`, `SMS_<mobile>`, rate-limit keys).
+//! - [`domain`]: newtypes made by `parse()` (mobile, image-code id, SMS code).
+//! - [`cache`]: the Redis connection manager.
+//! - [`db`]: the PostgreSQL pool, migrations and the queries both processes run.
+//! - [`queue`]: the RabbitMQ topology, the send job and the confirming publisher.
+//! - [`telemetry`], [`shutdown`]: logging set-up and the SIGTERM/SIGINT token.
+
+pub mod cache;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod errno;
+pub mod keys;
+pub mod queue;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use config::Settings;
+pub use errno::Errno;

@@ -1,0 +1,7 @@
+//! Integration tests: the real api and worker against real PostgreSQL, Redis and RabbitMQ.
+
+mod compose;
+mod image_code;
+mod queue;
+mod sms_code;
+mod worker_minimal;

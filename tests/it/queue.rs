@@ -1,0 +1,56 @@
+//! What the api puts on the broker, and the retry topology.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use shared::{
+    domain::{Mobile, SmsCode},
+    queue::{Publisher, SendJob},
+};
+use tests::{TestApp, TestResult, random_mobile, wait_until};
+
+#[tokio::test]
+async fn the_queued_job_is_the_specs_persistent_json_with_a_message_id() -> TestResult {
+    let app = TestApp::start(&[]).await?;
+    let mobile = random_mobile();
+    let (_, body) = app.request_code(&mobile).await?;
+    assert_eq!(body["errno"], 0, "{body}");
+    let delivery = app.take_queued().await?.ok_or("no message on the send queue")?;
+
+    let props = &delivery.properties;
+    assert_eq!(props.delivery_mode(), &Some(2), "persistent");
+    assert_eq!(props.content_type().as_ref().map(|s| s.as_str()), Some("application/json"));
+    let job: Value = serde_json::from_slice(&delivery.data)?;
+    let message_id = props.message_id().as_ref().map(|s| s.to_string());
+    assert_eq!(message_id.as_deref(), job["id"].as_str());
+
+    assert!(job["id"].as_str().is_some_and(|id| uuid::Uuid::parse_str(id).is_ok()), "{job}");
+    assert_eq!(job["mobile"], mobile.as_str());
+    assert_eq!(job["code"].as_str().map(String::from), app.sms_code_of(&mobile).await?);
+    assert_eq!(job["template_id"], "1");
+    assert_eq!(job["ttl_secs"], 300);
+    assert_eq!(job["attempt"], 0);
+    let created = job["created_at"].as_str().ok_or("created_at")?;
+    let created = chrono::DateTime::parse_from_rfc3339(created)?;
+    assert!((chrono::Utc::now() - created.to_utc()).num_seconds().abs() < 30);
+    assert!(app.take_queued().await?.is_none(), "exactly one message");
+    app.cleanup().await
+}
+
+#[tokio::test]
+async fn a_retry_queue_hands_its_message_back_to_the_send_queue_after_its_delay() -> TestResult {
+    let app = TestApp::start(&[("SMS_RETRY_SCHEDULE_SECS", "1,30")]).await?;
+    let publisher = Publisher::new(std::sync::Arc::new(app.settings.clone()), "test");
+    let job =
+        SendJob::new(Mobile::from_stored(random_mobile()), SmsCode::generate(), "1".into(), Duration::from_secs(300));
+    let sent_at = std::time::Instant::now();
+    publisher.publish_retry(Duration::from_secs(1), &job).await?;
+    assert!(app.take_queued().await?.is_none(), "not on the send queue before its delay");
+    let delivery = wait_until(Duration::from_secs(10), "the retried job on the send queue", || async {
+        app.take_queued().await.ok().flatten()
+    })
+    .await?;
+    assert!(sent_at.elapsed() >= Duration::from_millis(900), "waited {:?}", sent_at.elapsed());
+    assert_eq!(SendJob::decode(&delivery.data)?.id, job.id);
+    app.cleanup().await
+}

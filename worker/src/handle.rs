@@ -1,0 +1,154 @@
+//! One send job, start to finish: idempotency check, stale-code check, send, record.
+//! The outcome is committed to PostgreSQL before the caller acks the message.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use redis::{AsyncCommands, aio::ConnectionManager};
+use secrecy::ExposeSecret;
+use shared::{
+    Settings,
+    db::{self, AttemptStart, DeliveryStatus, NewAttempt},
+    keys::Keys,
+    queue::{Publisher, SendJob},
+};
+use sqlx::PgPool;
+
+use crate::{
+    StartError,
+    providers::{Message, SendError, SmsProvider},
+    retry,
+};
+
+/// What every job handler shares.
+pub struct Ctx {
+    /// Configuration.
+    pub settings: Arc<Settings>,
+    /// Redis key builders.
+    pub keys: Keys,
+    /// PostgreSQL pool.
+    pub db: PgPool,
+    /// Redis connection.
+    pub redis: ConnectionManager,
+    /// The provider messages go out through.
+    pub provider: Arc<dyn SmsProvider>,
+    /// Publishes retries to the delay queues.
+    pub publisher: Publisher,
+}
+
+impl Ctx {
+    /// Connects to PostgreSQL (migrating) and prepares Redis and the retry publisher.
+    pub async fn connect(settings: Arc<Settings>, provider: Arc<dyn SmsProvider>) -> Result<Self, StartError> {
+        // One connection per send in flight, plus a few for bookkeeping.
+        let pool_size = u32::from(settings.worker_prefetch).min(64) + 4;
+        let db = db::connect_and_migrate(&settings, pool_size).await?;
+        let redis = shared::cache::connect(&settings)?;
+        Ok(Self {
+            keys: Keys::new(settings.redis_key_prefix.clone()),
+            publisher: Publisher::new(settings.clone(), "smscode-worker-retry"),
+            settings,
+            db,
+            redis,
+            provider,
+        })
+    }
+}
+
+/// What became of a job; always recorded before it is returned.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Recorded with this final or retrying status.
+    Recorded(DeliveryStatus),
+    /// The job was already final (a redelivery): nothing sent, nothing changed.
+    AlreadyDone(DeliveryStatus),
+}
+
+/// The job could not be handled now because a dependency failed; nothing was sent after
+/// the failure, and the message must not be acked as done.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// PostgreSQL failed: the outcome cannot be recorded.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Redis failed: the code cannot be checked.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// The retry could not be queued.
+    #[error("broker: {0}")]
+    Broker(#[from] shared::queue::PublishError),
+}
+
+/// Handles one job. Nothing is sent twice for a job already recorded `sent`.
+#[tracing::instrument(skip_all, fields(job_id = %job.id, mobile = %job.mobile.masked(), attempt = job.attempt))]
+pub async fn handle(ctx: &Ctx, job: &SendJob) -> Result<Outcome, HandleError> {
+    let digest = job.code.digest(ctx.settings.code_digest_key.expose_secret().as_bytes(), job.id);
+    let attempt = NewAttempt {
+        id: job.id,
+        mobile: job.mobile.as_str(),
+        template_id: &job.template_id,
+        provider: ctx.provider.name(),
+        code_digest: &digest,
+    };
+    let attempts = match db::start_attempt(&ctx.db, &attempt).await? {
+        AttemptStart::AlreadyFinal(status) => {
+            tracing::info!(status = status.as_str(), "job already handled; not sending again");
+            return Ok(Outcome::AlreadyDone(status));
+        }
+        AttemptStart::Proceed { attempts } => attempts,
+    };
+
+    // A code that expired or was replaced is useless to the user and costs money.
+    let mut redis = ctx.redis.clone();
+    let live: Option<String> = redis.get(ctx.keys.sms_code(&job.mobile)).await?;
+    let stale = match live {
+        None => Some(DeliveryStatus::Expired),
+        Some(live) if live != job.code.expose() => Some(DeliveryStatus::Superseded),
+        Some(_) if Utc::now() >= job.expires_at() => Some(DeliveryStatus::Expired),
+        Some(_) => None,
+    };
+    if let Some(status) = stale {
+        db::finish_attempt(&ctx.db, job.id, status, None, None).await?;
+        tracing::info!(status = status.as_str(), "code no longer live; not sent");
+        return Ok(Outcome::Recorded(status));
+    }
+
+    let message = Message {
+        mobile: &job.mobile,
+        code: &job.code,
+        ttl_minutes: ctx.settings.sms_code_ttl_minutes(),
+        template_id: &job.template_id,
+    };
+    let result = tokio::time::timeout(ctx.settings.sms_provider_timeout, ctx.provider.send(&message))
+        .await
+        .unwrap_or_else(|_| Err(SendError::Transient("provider timed out".into())));
+
+    let status = match result {
+        Ok(accepted) => {
+            db::finish_attempt(&ctx.db, job.id, DeliveryStatus::Sent, accepted.message_id.as_deref(), None).await?;
+            DeliveryStatus::Sent
+        }
+        Err(SendError::Permanent(reason)) => {
+            db::finish_attempt(&ctx.db, job.id, DeliveryStatus::Failed, None, Some(&reason)).await?;
+            DeliveryStatus::Failed
+        }
+        Err(SendError::Transient(reason)) => {
+            let attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
+            match retry::next_delay(&ctx.settings.sms_retry_schedule, attempts, Utc::now(), job.expires_at()) {
+                Some(delay) => {
+                    // Recorded before the retry is queued: a crash in between redelivers
+                    // this message, which then counts one more attempt.
+                    db::finish_attempt(&ctx.db, job.id, DeliveryStatus::Retrying, None, Some(&reason)).await?;
+                    let next = SendJob { attempt: attempts, ..job.clone() };
+                    ctx.publisher.publish_retry(delay, &next).await?;
+                    DeliveryStatus::Retrying
+                }
+                None => {
+                    db::finish_attempt(&ctx.db, job.id, DeliveryStatus::Failed, None, Some(&reason)).await?;
+                    DeliveryStatus::Failed
+                }
+            }
+        }
+    };
+    tracing::info!(status = status.as_str(), "delivery recorded");
+    Ok(Outcome::Recorded(status))
+}

@@ -1,0 +1,64 @@
+//! SMS providers behind one trait, so the worker's logic does not depend on which one sends.
+
+pub mod log;
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use shared::{
+    Settings,
+    config::ProviderSettings,
+    domain::{Mobile, SmsCode},
+};
+
+/// One message to send.
+pub struct Message<'a> {
+    /// Recipient.
+    pub mobile: &'a Mobile,
+    /// The code (template datum `{1}`).
+    pub code: &'a SmsCode,
+    /// The code's lifetime in minutes (template datum `{2}`).
+    pub ttl_minutes: u64,
+    /// Provider template id.
+    pub template_id: &'a str,
+}
+
+/// The provider accepted the message.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The provider's id for it (`smsMessageSid` for CCP).
+    pub message_id: Option<String>,
+}
+
+/// The provider did not accept the message.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// Worth trying again later: timeouts, connection errors, HTTP 5xx, "busy" codes.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Trying again will not help: bad number, template or credentials, or the provider's
+    /// frequency limit for this number.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+/// Something that can send a templated SMS.
+pub trait SmsProvider: Send + Sync {
+    /// The name recorded in `sms_deliveries.provider`.
+    fn name(&self) -> &'static str;
+
+    /// Sends one message.
+    fn send<'a>(&'a self, message: &'a Message<'a>) -> BoxFuture<'a, Result<Accepted, SendError>>;
+}
+
+/// The provider `SMS_PROVIDER` selects.
+pub fn from_settings(settings: &Settings) -> Arc<dyn SmsProvider> {
+    match &settings.provider {
+        ProviderSettings::Log => Arc::new(log::LogProvider),
+        ProviderSettings::Ccp(_) => {
+            // Until the CCP client lands (issue #3), refuse loudly rather than pretend.
+            tracing::error!("SMS_PROVIDER=ccp is not implemented yet; using the log provider");
+            Arc::new(log::LogProvider)
+        }
+    }
+}
