@@ -190,8 +190,9 @@ impl Settings {
                         }
                     }
                 }
-                steps.sort();
-                steps.dedup();
+                if steps.is_empty() {
+                    return Err(invalid("SMS_RETRY_SCHEDULE_SECS", "needs at least one delay".into()));
+                }
                 steps
             },
             sms_provider_timeout: vars.secs("SMS_PROVIDER_TIMEOUT_SECS", 5)?,

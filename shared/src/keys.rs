@@ -2,21 +2,18 @@
 //! register view keeps working; the rate-limit keys are this project's own (see the README).
 //! Every key starts with `REDIS_KEY_PREFIX` (empty by default).
 
-use chrono::{DateTime, FixedOffset, Timelike, Utc};
+use chrono::{DateTime, Timelike, Utc};
 
-use crate::domain::{ImageCodeId, Mobile};
+use crate::{
+    BEIJING,
+    domain::{ImageCodeId, Mobile},
+};
 
 /// Builds every Redis key the services use.
 #[derive(Clone, Debug, Default)]
 pub struct Keys {
     prefix: String,
 }
-
-/// China has one time zone and no daylight saving: "per day" means a Beijing calendar day.
-const BEIJING: FixedOffset = match FixedOffset::east_opt(8 * 3600) {
-    Some(offset) => offset,
-    None => panic!("UTC+8 is a valid offset"),
-};
 
 impl Keys {
     /// Keys under `prefix` (`REDIS_KEY_PREFIX`).

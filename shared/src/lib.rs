@@ -20,4 +20,11 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use config::Settings;
+
+/// Beijing time (UTC+8, no daylight saving): "per day" limits and the provider's timestamps
+/// follow it.
+pub const BEIJING: chrono::FixedOffset = match chrono::FixedOffset::east_opt(8 * 3600) {
+    Some(offset) => offset,
+    None => panic!("UTC+8 is a valid offset"),
+};
 pub use errno::Errno;

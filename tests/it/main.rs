@@ -4,4 +4,5 @@ mod compose;
 mod image_code;
 mod queue;
 mod sms_code;
+mod worker;
 mod worker_minimal;

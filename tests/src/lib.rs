@@ -3,6 +3,8 @@
 //! itself. Server addresses come from `TEST_DATABASE_URL` (a server URL without database),
 //! `TEST_REDIS_URL` and `TEST_AMQP_URL`, defaulting to the local services.
 
+pub mod ccp_fake;
+
 use std::{collections::HashMap, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use lapin::{
@@ -66,8 +68,10 @@ pub struct TestEnv {
     pub id: String,
     /// Settings for the api and worker under test.
     pub settings: Settings,
-    /// A pool on this test's database (after [`TestEnv::new`], migrated by the first app).
+    /// The name of this test's database.
     pub db_name: String,
+    /// The configuration as environment variables (for processes).
+    pub vars: HashMap<String, String>,
 }
 
 impl TestEnv {
@@ -94,7 +98,7 @@ impl TestEnv {
             vars.insert((*k).into(), (*v).into());
         }
         let settings = Settings::from_vars(|name| vars.get(name).cloned())?;
-        Ok(Self { id, settings, db_name })
+        Ok(Self { id, settings, db_name, vars })
     }
 }
 
@@ -115,9 +119,12 @@ pub struct TestApp {
     pub keys: Keys,
     /// Names of this test's queues.
     pub topology: Topology,
+    /// The configuration as environment variables (for processes).
+    pub vars: HashMap<String, String>,
     db_name: String,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    processes: Vec<tokio::process::Child>,
 }
 
 impl TestApp {
@@ -126,7 +133,7 @@ impl TestApp {
         if std::env::var_os("RUST_LOG").is_some() {
             shared::telemetry::init(shared::config::LogFormat::Text);
         }
-        let TestEnv { settings, db_name, .. } = env;
+        let TestEnv { settings, db_name, vars, .. } = env;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr: SocketAddr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
@@ -155,9 +162,11 @@ impl TestApp {
             http,
             redis,
             db,
+            vars,
             db_name,
             shutdown,
             tasks: vec![api],
+            processes: Vec::new(),
         })
     }
 
@@ -168,8 +177,7 @@ impl TestApp {
 
     /// Starts a worker on the same settings, with the `log` provider.
     pub fn spawn_worker(&mut self) {
-        let provider = worker::providers::from_settings(&self.settings);
-        self.spawn_worker_with(self.settings.clone(), provider);
+        self.spawn_worker_with(self.settings.clone(), Arc::new(worker::providers::log::LogProvider));
     }
 
     /// Starts a worker with its own settings and provider.
@@ -180,6 +188,28 @@ impl TestApp {
                 eprintln!("worker stopped: {e}");
             }
         }));
+    }
+
+    /// Starts the worker binary `bin` (`CARGO_BIN_EXE_worker-under-test`, known only to the
+    /// integration tests) as a separate OS process with this test's configuration plus
+    /// `extra`. Returns its pid; the process is killed at clean-up if still running.
+    pub fn spawn_worker_process(&mut self, bin: &str, extra: &[(String, String)]) -> TestResult<u32> {
+        let mut command = tokio::process::Command::new(bin);
+        command.env_clear().envs(&self.vars).envs(extra.iter().cloned()).kill_on_drop(true);
+        if let Some(filter) = std::env::var_os("RUST_LOG") {
+            command.env("RUST_LOG", filter);
+        }
+        let child = command.spawn()?;
+        let pid = child.id().ok_or("worker exited at once")?;
+        self.processes.push(child);
+        Ok(pid)
+    }
+
+    /// Waits for the worker process `pid` to exit and returns its exit code.
+    pub async fn wait_worker_process(&mut self, pid: u32, timeout: Duration) -> TestResult<Option<i32>> {
+        let child = self.processes.iter_mut().find(|c| c.id() == Some(pid)).ok_or("no such worker process")?;
+        let status = tokio::time::timeout(timeout, child.wait()).await??;
+        Ok(status.code())
     }
 
     /// `GET /passport/image_code` for `id`, returning the captcha's text as stored in Redis.
@@ -231,6 +261,9 @@ impl TestApp {
     /// Stops the app and workers and removes this test's database, queues and keys.
     pub async fn cleanup(mut self) -> TestResult {
         self.shutdown.cancel();
+        for mut child in std::mem::take(&mut self.processes) {
+            let _ = child.kill().await;
+        }
         for task in std::mem::take(&mut self.tasks) {
             let _ = tokio::time::timeout(Duration::from_secs(15), task).await;
         }

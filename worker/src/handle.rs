@@ -113,6 +113,7 @@ pub async fn handle(ctx: &Ctx, job: &SendJob) -> Result<Outcome, HandleError> {
     }
 
     let message = Message {
+        job_id: job.id,
         mobile: &job.mobile,
         code: &job.code,
         ttl_minutes: ctx.settings.sms_code_ttl_minutes(),
@@ -124,7 +125,14 @@ pub async fn handle(ctx: &Ctx, job: &SendJob) -> Result<Outcome, HandleError> {
 
     let status = match result {
         Ok(accepted) => {
-            db::finish_attempt(&ctx.db, job.id, DeliveryStatus::Sent, accepted.message_id.as_deref(), None).await?;
+            db::finish_attempt(
+                &ctx.db,
+                job.id,
+                DeliveryStatus::Sent,
+                accepted.message_id.as_deref(),
+                accepted.note.as_deref(),
+            )
+            .await?;
             DeliveryStatus::Sent
         }
         Err(SendError::Permanent(reason)) => {

@@ -27,11 +27,14 @@ pub enum StartError {
     /// `REDIS_URL` is not a valid Redis URL.
     #[error("REDIS_URL: {0}")]
     Redis(#[from] redis::RedisError),
+    /// The provider's HTTP client could not be built.
+    #[error("SMS_PROVIDER: {0}")]
+    Provider(#[from] reqwest::Error),
 }
 
 /// Runs the worker with the provider of `SMS_PROVIDER` until `shutdown` is cancelled.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), StartError> {
-    let provider = providers::from_settings(&settings);
+    let provider = providers::from_settings(&settings)?;
     run_with_provider(settings, provider, shutdown).await
 }
 

@@ -22,7 +22,7 @@ impl SmsProvider for LogProvider {
                 ttl_minutes = message.ttl_minutes,
                 "log provider: SMS code (dev only, not sent)"
             );
-            Ok(Accepted { message_id: None })
+            Ok(Accepted { message_id: None, note: None })
         })
     }
 }

@@ -1,5 +1,6 @@
 //! SMS providers behind one trait, so the worker's logic does not depend on which one sends.
 
+pub mod ccp;
 pub mod log;
 
 use std::sync::Arc;
@@ -13,6 +14,8 @@ use shared::{
 
 /// One message to send.
 pub struct Message<'a> {
+    /// The job it belongs to (CCP's `reqId`, so a retry is recognised as one).
+    pub job_id: uuid::Uuid,
     /// Recipient.
     pub mobile: &'a Mobile,
     /// The code (template datum `{1}`).
@@ -28,6 +31,8 @@ pub struct Message<'a> {
 pub struct Accepted {
     /// The provider's id for it (`smsMessageSid` for CCP).
     pub message_id: Option<String>,
+    /// Something worth recording about the acceptance (kept in `last_error`).
+    pub note: Option<String>,
 }
 
 /// The provider did not accept the message.
@@ -52,13 +57,9 @@ pub trait SmsProvider: Send + Sync {
 }
 
 /// The provider `SMS_PROVIDER` selects.
-pub fn from_settings(settings: &Settings) -> Arc<dyn SmsProvider> {
-    match &settings.provider {
+pub fn from_settings(settings: &Settings) -> Result<Arc<dyn SmsProvider>, reqwest::Error> {
+    Ok(match &settings.provider {
         ProviderSettings::Log => Arc::new(log::LogProvider),
-        ProviderSettings::Ccp(_) => {
-            // Until the CCP client lands (issue #3), refuse loudly rather than pretend.
-            tracing::error!("SMS_PROVIDER=ccp is not implemented yet; using the log provider");
-            Arc::new(log::LogProvider)
-        }
-    }
+        ProviderSettings::Ccp(ccp) => Arc::new(ccp::CcpProvider::new(ccp.clone(), settings.sms_provider_timeout)?),
+    })
 }
