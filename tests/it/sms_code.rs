@@ -312,3 +312,37 @@ async fn malformed_oversized_and_mistyped_bodies_never_get_a_5xx() -> TestResult
     assert_eq!(response.status(), 200);
     app.cleanup().await
 }
+
+#[tokio::test]
+async fn failing_to_store_the_code_gets_4001_and_gives_the_cooldown_back() -> TestResult {
+    // A Redis user that may do everything but SETEX, except on captcha keys (an ACL
+    // selector): storing the code fails for real, the scripts and the give-back still work.
+    let probe = tests::TestEnv::new(&[]).await?;
+    let prefix = probe.settings.redis_key_prefix.clone();
+    let user = format!("smscode_test_{}", probe.id);
+    let mut admin = redis::Client::open(tests::redis_url())?.get_multiplexed_async_connection().await?;
+    let rules =
+        ["on".into(), "nopass".into(), "resetkeys".into(), format!("~{prefix}*"), "+@all".into(), "-setex".into()];
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&user)
+        .arg(&rules)
+        .arg(format!("(~{prefix}ImageCode_* +setex)"))
+        .query_async(&mut admin)
+        .await?;
+
+    let limited_url = format!("redis://{user}:x@{}", tests::redis_url().trim_start_matches("redis://"));
+    let mut env = probe;
+    env.settings.redis_url = limited_url;
+    let app = TestApp::spawn(env).await?;
+    let mobile = random_mobile();
+    for _ in 0..2 {
+        let (status, body) = app.request_code(&mobile).await?;
+        assert_eq!((status, errno(&body)), (200, 4001), "{body}");
+        assert_eq!(body["errmsg"], "保存短信验证码失败");
+    }
+    assert_eq!(app.sms_code_of(&mobile).await?, None);
+    assert!(app.take_queued().await?.is_none());
+    let () = redis::cmd("ACL").arg("DELUSER").arg(&user).query_async(&mut admin).await?;
+    app.cleanup().await
+}
