@@ -22,24 +22,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
 
+pub use shared::StartError;
 pub use state::AppState;
 
 /// The largest request body accepted; larger ones get HTTP 400 with errno 4103.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
-
-/// Why the api could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// PostgreSQL unreachable, or the migrations failed.
-    #[error("DATABASE_URL: {0}")]
-    Database(#[from] sqlx::Error),
-    /// `REDIS_URL` is not a valid Redis URL.
-    #[error("REDIS_URL: {0}")]
-    Redis(#[from] redis::RedisError),
-    /// Serving failed.
-    #[error("serving HTTP: {0}")]
-    Io(#[from] std::io::Error),
-}
 
 /// The router with every route and layer, over `state`.
 pub fn router(state: AppState) -> Router {

@@ -21,6 +21,23 @@ pub mod telemetry;
 
 pub use config::Settings;
 
+/// Why a process (api, worker, smsctl) could not start: each names the variable to check.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// PostgreSQL unreachable, or the migrations failed.
+    #[error("DATABASE_URL: {0}")]
+    Database(#[from] sqlx::Error),
+    /// `REDIS_URL` is not a valid Redis URL.
+    #[error("REDIS_URL: {0}")]
+    Redis(#[from] redis::RedisError),
+    /// Listening or serving failed.
+    #[error("serving: {0}")]
+    Io(#[from] std::io::Error),
+    /// The SMS provider could not be set up.
+    #[error("SMS_PROVIDER: {0}")]
+    Provider(String),
+}
+
 /// Beijing time (UTC+8, no daylight saving): "per day" limits and the provider's timestamps
 /// follow it.
 pub const BEIJING: chrono::FixedOffset = match chrono::FixedOffset::east_opt(8 * 3600) {

@@ -17,24 +17,11 @@ use shared::Settings;
 use tokio_util::sync::CancellationToken;
 
 pub use providers::SmsProvider;
-
-/// Why the worker could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// PostgreSQL unreachable, or the migrations failed.
-    #[error("DATABASE_URL: {0}")]
-    Database(#[from] sqlx::Error),
-    /// `REDIS_URL` is not a valid Redis URL.
-    #[error("REDIS_URL: {0}")]
-    Redis(#[from] redis::RedisError),
-    /// The provider's HTTP client could not be built.
-    #[error("SMS_PROVIDER: {0}")]
-    Provider(#[from] reqwest::Error),
-}
+pub use shared::StartError;
 
 /// Runs the worker with the provider of `SMS_PROVIDER` until `shutdown` is cancelled.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), StartError> {
-    let provider = providers::from_settings(&settings)?;
+    let provider = providers::from_settings(&settings).map_err(|e| StartError::Provider(e.to_string()))?;
     run_with_provider(settings, provider, shutdown).await
 }
 
