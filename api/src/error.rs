@@ -65,6 +65,15 @@ pub enum ApiError {
         /// Seconds until the limit lets the request through.
         retry_after_secs: u64,
     },
+    /// No live SMS code for the mobile (expired, used, or never sent).
+    #[error("sms code expired")]
+    SmsCodeExpired,
+    /// The SMS code does not match.
+    #[error("sms code wrong")]
+    SmsCodeWrong,
+    /// Too many wrong SMS codes: the code was deleted.
+    #[error("too many wrong sms codes")]
+    TooManyAttempts,
     /// The mobile is already registered.
     #[error("mobile already registered")]
     MobileTaken,
@@ -112,6 +121,9 @@ impl ApiError {
                     Limit::HourlyPerIp => "请求次数过多，请稍后再试",
                 },
             ),
+            SmsCodeExpired => (Errno::NoData, StatusCode::OK, "短信验证码已过期"),
+            SmsCodeWrong => (Errno::DataErr, StatusCode::OK, "短信验证码错误"),
+            TooManyAttempts => (Errno::ReqErr, StatusCode::OK, "验证码错误次数过多，请重新获取"),
             MobileTaken => (Errno::DataExist, StatusCode::OK, "该手机已被注册"),
             Redis { errmsg, .. } | Database { errmsg, .. } => (Errno::DbErr, StatusCode::OK, errmsg),
             Broker(_) => (Errno::ThirdErr, StatusCode::OK, "发送短信失败"),

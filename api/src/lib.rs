@@ -4,6 +4,7 @@
 //! - [`error`]: `ApiError`, the one place errno and HTTP status are chosen.
 //! - [`extract`]: the JSON-object body and client-IP extractors.
 //! - [`limits`]: the Redis scripts behind the captcha check and the rate limits.
+//! - [`verify`]: the SMS code check of the register step.
 //! - [`captcha`]: PNG captcha generation.
 //! - [`routes`]: the handlers.
 
@@ -13,6 +14,7 @@ pub mod extract;
 pub mod limits;
 pub mod routes;
 pub mod state;
+pub mod verify;
 
 use std::{net::SocketAddr, sync::Arc};
 

@@ -6,7 +6,7 @@ use redis::aio::ConnectionManager;
 use shared::{Settings, keys::Keys, queue::Publisher};
 use sqlx::PgPool;
 
-use crate::{StartError, limits::Scripts};
+use crate::{StartError, limits::Scripts, verify::VerifyScripts};
 
 /// Pools and configuration, built once at start-up.
 #[derive(Clone)]
@@ -23,6 +23,8 @@ pub struct AppState {
     pub publisher: Publisher,
     /// The Lua scripts of the captcha check and rate limits.
     pub scripts: Arc<Scripts>,
+    /// The Lua scripts of the SMS code check.
+    pub verify_scripts: Arc<VerifyScripts>,
 }
 
 /// PostgreSQL connections per api process: requests hold one for a single short query.
@@ -42,6 +44,7 @@ impl AppState {
             db,
             publisher,
             scripts: Arc::new(Scripts::default()),
+            verify_scripts: Arc::new(VerifyScripts::default()),
         })
     }
 }

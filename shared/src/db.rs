@@ -50,6 +50,25 @@ pub async fn user_exists(db: impl PgExecutor<'_>, mobile: &str) -> Result<bool, 
     .await
 }
 
+/// Creates a user; `false` when the mobile is already registered (the unique constraint
+/// decides, so concurrent registrations cannot both succeed).
+#[tracing::instrument(skip_all)]
+pub async fn create_user(db: impl PgExecutor<'_>, mobile: &str, password_hash: &str) -> Result<bool, sqlx::Error> {
+    let id: Option<i64> = sqlx::query_scalar(
+        r#"
+        insert into users (mobile, password_hash)
+        values ($1, $2)
+        on conflict (mobile) do nothing
+        returning id
+        "#,
+    )
+    .bind(mobile)
+    .bind(password_hash)
+    .fetch_optional(db)
+    .await?;
+    Ok(id.is_some())
+}
+
 /// The status of a delivery, as stored in `sms_deliveries.status`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeliveryStatus {

@@ -1,6 +1,7 @@
 //! The route table.
 
 pub mod ops;
+pub mod page;
 pub mod passport;
 
 use axum::{
@@ -15,6 +16,8 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/passport/image_code", get(passport::image_code))
         .route("/passport/sms_code", post(passport::sms_code))
+        .route("/passport/register", post(passport::register))
+        .route("/", get(page::signup))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
 }

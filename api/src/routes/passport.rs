@@ -1,5 +1,6 @@
 //! `/passport/*`: the captcha and the SMS code request (the seed's Flask views).
 
+use argon2::{Argon2, password_hash::PasswordHasher};
 use axum::{
     Json,
     extract::{Query, State},
@@ -19,6 +20,7 @@ use crate::{
     error::{ApiError, Reply},
     extract::{ClientIp, JsonObject},
     limits::{self, Attempt},
+    verify,
 };
 
 /// Query of `GET /passport/image_code`.
@@ -131,4 +133,47 @@ async fn send_code(state: &AppState, mobile: &Mobile) -> Result<(), (ApiError, O
     }
     tracing::info!(job_id = %job.id, mobile = %mobile.masked(), "sms job queued");
     Ok(())
+}
+
+/// Passwords shorter than this are refused.
+const PASSWORD_MIN_CHARS: usize = 8;
+/// Passwords longer than this are refused (argon2 cost grows with length).
+const PASSWORD_MAX_CHARS: usize = 128;
+
+/// `POST /passport/register {"mobile", "sms_code" (or "smscode"), "password"}`: checks the SMS
+/// code, then creates the user with an argon2id password hash.
+#[tracing::instrument(skip_all)]
+pub async fn register(State(state): State<AppState>, body: JsonObject) -> Result<Json<Reply>, ApiError> {
+    let (Some(mobile), Some(sms_code), Some(password)) =
+        (body.str(&["mobile"]), body.str(&["sms_code", "smscode"]), body.str(&["password"]))
+    else {
+        return Err(ApiError::MissingParams);
+    };
+    let mobile = Mobile::parse(mobile, &state.settings.mobile_pattern).map_err(|_| ApiError::BadMobile)?;
+    if !(PASSWORD_MIN_CHARS..=PASSWORD_MAX_CHARS).contains(&password.chars().count()) {
+        return Err(ApiError::InvalidParam("密码长度应为8-128位"));
+    }
+
+    verify::consume_code(&state, &mobile, sms_code).await?;
+
+    // Hashing takes tens of milliseconds of CPU: off the async runtime.
+    let password = password.to_owned();
+    let hash = tokio::task::spawn_blocking(move || {
+        Argon2::default().hash_password(password.as_bytes()).map(|h| h.to_string())
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::Internal(format!("argon2: {e}")))?;
+
+    // The unique constraint decides: two concurrent registers cannot both create the user.
+    let created =
+        tokio::time::timeout(state.settings.dependency_timeout, db::create_user(&state.db, mobile.as_str(), &hash))
+            .await
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+            .map_err(|source| ApiError::Database { errmsg: "数据保存失败", source })?;
+    if !created {
+        return Err(ApiError::MobileTaken);
+    }
+    tracing::info!(mobile = %mobile.masked(), "user registered");
+    Ok(Reply::ok("注册成功"))
 }
