@@ -3,6 +3,7 @@
 mod compose;
 mod image_code;
 mod queue;
+mod register;
 mod sms_code;
 mod worker;
 mod worker_minimal;
