@@ -8,20 +8,25 @@ use axum::{
 };
 use serde::Serialize;
 use shared::{Errno, queue::PublishError};
+use utoipa::ToSchema;
 
 /// The body of every `/passport` JSON answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Reply {
-    /// The errno (0 on success).
+    /// 0 on success; otherwise one of the errno values listed in the API description.
+    #[schema(example = 0)]
     pub errno: u16,
     /// A message for the user, in Chinese as in the seed.
+    #[schema(example = "发送成功")]
     pub errmsg: &'static str,
 }
 
 impl Reply {
     /// A success answer with `errmsg`.
-    pub fn ok(errmsg: &'static str) -> Json<Self> {
-        Json(Self { errno: Errno::Ok.code(), errmsg })
+    pub fn ok(errmsg: &'static str) -> Response {
+        let mut response = Json(Self { errno: Errno::Ok.code(), errmsg }).into_response();
+        response.extensions_mut().insert(Errno::Ok);
+        response
     }
 }
 
@@ -142,7 +147,12 @@ impl IntoResponse for ApiError {
             }
             _ => tracing::debug!(errno = errno.code(), error = %self, "request refused"),
         }
+        if errno == Errno::ThirdErr {
+            metrics::counter!("smscode_api_publish_failures_total").increment(1);
+        }
         let mut response = (status, Json(Reply { errno: errno.code(), errmsg })).into_response();
+        // For the request metrics, which label answers by errno.
+        response.extensions_mut().insert(errno);
         if let ApiError::RateLimited { retry_after_secs, .. } = self {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
         }

@@ -8,35 +8,34 @@ use axum::{
     extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request},
     http::request::Parts,
 };
-use serde_json::{Map, Value};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::{AppState, error::ApiError};
 
-/// A request body that must be a JSON object (else HTTP 400, errno 4103). Fields are read
-/// with [`JsonObject::str`], so that a missing or mistyped field is the handler's errno
-/// answer rather than a rejection.
-pub struct JsonObject(pub Map<String, Value>);
+/// A request body that must be a JSON object (else HTTP 400, errno 4103), read into the
+/// handler's request type `T`. A field of the wrong type is the handler's errno answer
+/// (4103 参数不全), not a rejection with axum's plain-text message.
+pub struct JsonBody<T>(pub T);
 
-impl<S: Send + Sync> FromRequest<S> for JsonObject {
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         // Bytes honours DefaultBodyLimit: an oversized body is a rejection here.
         let bytes = Bytes::from_request(req, state).await.map_err(|e| ApiError::MalformedBody(e.body_text()))?;
-        match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(map)) => Ok(Self(map)),
-            Ok(_) => Err(ApiError::MalformedBody("not a JSON object".into())),
-            Err(e) => Err(ApiError::MalformedBody(e.to_string())),
-        }
+        let object = match serde_json::from_slice::<Value>(&bytes) {
+            Ok(object @ Value::Object(_)) => object,
+            Ok(_) => return Err(ApiError::MalformedBody("not a JSON object".into())),
+            Err(e) => return Err(ApiError::MalformedBody(e.to_string())),
+        };
+        serde_json::from_value(object).map(Self).map_err(|_| ApiError::MissingParams)
     }
 }
 
-impl JsonObject {
-    /// The first of `names` present as a non-empty string (`None` when absent, empty or not
-    /// a string: the seed's `not all([...])`).
-    pub fn str(&self, names: &[&str]) -> Option<&str> {
-        names.iter().find_map(|name| self.0.get(*name)).and_then(Value::as_str).filter(|s| !s.is_empty())
-    }
+/// The value of a required text field: `None` when absent or empty (the seed's `not all(...)`).
+pub fn required(field: &str) -> Option<&str> {
+    Some(field).filter(|f| !f.is_empty())
 }
 
 /// The client's IP: the peer address, or the first `X-Forwarded-For` entry when

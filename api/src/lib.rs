@@ -6,23 +6,34 @@
 //! - [`limits`]: the Redis scripts behind the captcha check and the rate limits.
 //! - [`verify`]: the SMS code check of the register step.
 //! - [`captcha`]: PNG captcha generation.
-//! - [`routes`]: the handlers.
+//! - [`routes`]: the handlers; [`openapi`]: their OpenAPI document; [`metrics`]: request metrics.
 
 pub mod captcha;
 pub mod error;
 pub mod extract;
 pub mod limits;
+pub mod metrics;
+pub mod openapi;
 pub mod routes;
 pub mod state;
 pub mod verify;
 
 use std::{net::SocketAddr, sync::Arc};
 
-use axum::{Router, extract::DefaultBodyLimit, http::StatusCode};
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    http::{HeaderName, StatusCode},
+    middleware,
+};
 use shared::Settings;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tower_http::{timeout::TimeoutLayer, trace::TraceLayer};
+use tower_http::{
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
 
 pub use shared::StartError;
 pub use state::AppState;
@@ -30,20 +41,34 @@ pub use state::AppState;
 /// The largest request body accepted; larger ones get HTTP 400 with errno 4103.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
+/// The request-id header: taken from the client or generated, echoed in the answer,
+/// carried into the send job and the worker's logs.
+pub const REQUEST_ID: &str = "x-request-id";
+
 /// The router with every route and layer, over `state`.
 pub fn router(state: AppState) -> Router {
     let timeout = state.settings.api_request_timeout;
+    let request_id = HeaderName::from_static(REQUEST_ID);
     routes::router()
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Every dependency call has its own shorter timeout and errno answer; this is the
         // last resort against a request that hangs anyway.
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
-        .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn(metrics::record))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::extract::Request| {
+            let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::info_span!("request", method = %request.method(), path = request.uri().path(), request_id = id)
+        }))
+        // Outermost: the id exists before the trace span opens and is echoed on every answer.
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
 }
 
 /// Serves the api on `listener` until `shutdown` is cancelled, then drains in-flight requests.
 pub async fn run(settings: Settings, listener: TcpListener, shutdown: CancellationToken) -> Result<(), StartError> {
+    // Installed before the first request, so that no early metric is lost.
+    shared::telemetry::metrics();
     let state = AppState::connect(Arc::new(settings)).await?;
     if let Err(e) = state.publisher.connect().await {
         // Not fatal: requests answer 4301 until the broker is back, and the publisher

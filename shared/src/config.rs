@@ -97,6 +97,8 @@ pub struct Settings {
     /// `DEPENDENCY_TIMEOUT_MS`: the longest one Redis, PostgreSQL or broker call may take
     /// before the request answers with an errno.
     pub dependency_timeout: Duration,
+    /// `WORKER_METRICS_ADDR`: where the worker serves `/healthz`, `/readyz` and `/metrics`.
+    pub worker_metrics_addr: SocketAddr,
     /// `WORKER_PREFETCH`: sends in flight per worker.
     pub worker_prefetch: u16,
     /// `SMS_RETRY_SCHEDULE_SECS`: delays between attempts; one retry queue per step.
@@ -169,6 +171,7 @@ impl Settings {
             trust_proxy_headers: vars.bool("TRUST_PROXY_HEADERS", false)?,
             api_request_timeout: vars.secs("API_REQUEST_TIMEOUT_SECS", 10)?,
             dependency_timeout: Duration::from_millis(vars.positive("DEPENDENCY_TIMEOUT_MS", 2000)?.into()),
+            worker_metrics_addr: vars.parse("WORKER_METRICS_ADDR", "0.0.0.0:9100")?,
             worker_prefetch: {
                 let n: u16 = vars.parse("WORKER_PREFETCH", "32")?;
                 if n == 0 {

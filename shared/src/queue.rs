@@ -58,6 +58,9 @@ pub struct SendJob {
     pub created_at: DateTime<Utc>,
     /// Attempts already made (0 on the first delivery).
     pub attempt: u32,
+    /// The `x-request-id` of the api request that created the job, for following it in logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// Why a message body is not a job this version can handle.
@@ -83,6 +86,7 @@ impl SendJob {
             ttl_secs: ttl.as_secs(),
             created_at: Utc::now(),
             attempt: 0,
+            request_id: None,
         }
     }
 

@@ -2,6 +2,7 @@
 
 mod compose;
 mod image_code;
+mod ops;
 mod queue;
 mod register;
 mod sms_code;

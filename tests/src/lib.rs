@@ -92,6 +92,7 @@ impl TestEnv {
             ("AMQP_URL".into(), amqp_url()),
             ("AMQP_PREFIX".into(), format!("t_{id}")),
             ("API_ADDR".into(), "127.0.0.1:0".into()),
+            ("WORKER_METRICS_ADDR".into(), "127.0.0.1:0".into()),
             ("DEPENDENCY_TIMEOUT_MS".into(), "2000".into()),
         ]);
         for (k, v) in overrides {
@@ -176,28 +177,54 @@ impl TestApp {
     }
 
     /// Starts a worker on the same settings, with the `log` provider.
-    pub fn spawn_worker(&mut self) {
-        self.spawn_worker_with(self.settings.clone(), Arc::new(worker::providers::log::LogProvider));
+    pub fn spawn_worker(&mut self) -> SocketAddr {
+        self.spawn_worker_with(self.settings.clone(), Arc::new(worker::providers::log::LogProvider))
     }
 
-    /// Starts a worker with its own settings and provider.
-    pub fn spawn_worker_with(&mut self, settings: Settings, provider: Arc<dyn worker::SmsProvider>) {
+    /// Starts a worker with its own settings and provider; returns the address of its
+    /// `/healthz`, `/readyz` and `/metrics`.
+    pub fn spawn_worker_with(&mut self, settings: Settings, provider: Arc<dyn worker::SmsProvider>) -> SocketAddr {
         let shutdown = self.shutdown.child_token();
+        let (listener, addr) = match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| {
+            l.set_nonblocking(true)?;
+            let addr = l.local_addr()?;
+            Ok((tokio::net::TcpListener::from_std(l)?, addr))
+        }) {
+            Ok(bound) => bound,
+            Err(e) => panic!("cannot bind a local port for the worker: {e}"),
+        };
         self.tasks.push(tokio::spawn(async move {
-            if let Err(e) = worker::run_with_provider(settings, provider, shutdown).await {
+            if let Err(e) = worker::run_with_provider(settings, provider, listener, shutdown).await {
                 eprintln!("worker stopped: {e}");
             }
         }));
+        addr
     }
 
     /// Starts the worker binary `bin` (`CARGO_BIN_EXE_worker-under-test`, known only to the
     /// integration tests) as a separate OS process with this test's configuration plus
     /// `extra`. Returns its pid; the process is killed at clean-up if still running.
     pub fn spawn_worker_process(&mut self, bin: &str, extra: &[(String, String)]) -> TestResult<u32> {
+        self.spawn_process(bin, extra, None)
+    }
+
+    /// Starts `bin` (a `CARGO_BIN_EXE_*-under-test`) with this test's configuration plus
+    /// `extra`, its stdout and stderr going to `log` when given. Returns its pid.
+    pub fn spawn_process(
+        &mut self,
+        bin: &str,
+        extra: &[(String, String)],
+        log: Option<&std::path::Path>,
+    ) -> TestResult<u32> {
         let mut command = tokio::process::Command::new(bin);
-        command.env_clear().envs(&self.vars).envs(extra.iter().cloned()).kill_on_drop(true);
+        command.env_clear().envs(&self.vars).kill_on_drop(true);
         if let Some(filter) = std::env::var_os("RUST_LOG") {
             command.env("RUST_LOG", filter);
+        }
+        command.envs(extra.iter().cloned());
+        if let Some(path) = log {
+            let file = std::fs::File::create(path)?;
+            command.stdout(file.try_clone()?).stderr(file);
         }
         let child = command.spawn()?;
         let pid = child.id().ok_or("worker exited at once")?;

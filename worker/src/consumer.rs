@@ -1,7 +1,10 @@
 //! The consume loop: prefetch-limited concurrent handling, ack after the outcome is
 //! recorded, reconnect with backoff, and a graceful drain on shutdown.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use futures_util::StreamExt;
 use lapin::{
@@ -56,21 +59,40 @@ async fn consume_once(ctx: &Arc<Ctx>, tracker: &TaskTracker, shutdown: &Cancella
         )
         .await?;
     tracing::info!(queue = %topology.send_queue(), prefetch = ctx.settings.worker_prefetch, "consuming");
+    ctx.consuming.store(true, Ordering::Relaxed);
+    let result = consume_deliveries(ctx, tracker, shutdown, &channel, &connection, &tag, &mut consumer).await;
+    ctx.consuming.store(false, Ordering::Relaxed);
+    result
+}
 
+async fn consume_deliveries(
+    ctx: &Arc<Ctx>,
+    tracker: &TaskTracker,
+    shutdown: &CancellationToken,
+    channel: &Channel,
+    connection: &Connection,
+    tag: &str,
+    consumer: &mut lapin::Consumer,
+) -> Result<(), lapin::Error> {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
                 // Stop receiving; deliveries already handed out finish and ack on this channel.
-                let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                let _ = channel.basic_cancel(tag.into(), BasicCancelOptions::default()).await;
                 tracker.close();
                 tracker.wait().await;
-                close(&channel, &connection).await;
+                close(channel, connection).await;
                 return Ok(());
             }
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
                     let ctx = ctx.clone();
-                    tracker.spawn(async move { process(&ctx, delivery).await });
+                    tracker.spawn(async move {
+                        let in_flight = metrics::gauge!("smscode_worker_sends_in_flight");
+                        in_flight.increment(1.0);
+                        process(&ctx, delivery).await;
+                        in_flight.decrement(1.0);
+                    });
                 }
                 Some(Err(e)) => return Err(e),
                 None => return Err(lapin::ErrorKind::InvalidChannelState(lapin::ChannelState::Closed, "consumer stream ended").into()),

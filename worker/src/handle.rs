@@ -1,7 +1,10 @@
 //! One send job, start to finish: idempotency check, stale-code check, send, record.
 //! The outcome is committed to PostgreSQL before the caller acks the message.
 
-use std::sync::Arc;
+use std::{
+    sync::{Arc, atomic::AtomicBool},
+    time::Instant,
+};
 
 use chrono::Utc;
 use redis::{AsyncCommands, aio::ConnectionManager};
@@ -34,6 +37,8 @@ pub struct Ctx {
     pub provider: Arc<dyn SmsProvider>,
     /// Publishes retries to the delay queues.
     pub publisher: Publisher,
+    /// Whether a consumer is attached to the send queue right now (for `/readyz`).
+    pub consuming: AtomicBool,
 }
 
 impl Ctx {
@@ -50,6 +55,7 @@ impl Ctx {
             db,
             redis,
             provider,
+            consuming: AtomicBool::new(false),
         })
     }
 }
@@ -79,7 +85,12 @@ pub enum HandleError {
 }
 
 /// Handles one job. Nothing is sent twice for a job already recorded `sent`.
-#[tracing::instrument(skip_all, fields(job_id = %job.id, mobile = %job.mobile.masked(), attempt = job.attempt))]
+#[tracing::instrument(skip_all, fields(
+    job_id = %job.id,
+    request_id = job.request_id.as_deref().unwrap_or(""),
+    mobile = %job.mobile.masked(),
+    attempt = job.attempt,
+))]
 pub async fn handle(ctx: &Ctx, job: &SendJob) -> Result<Outcome, HandleError> {
     let digest = job.code.digest(ctx.settings.code_digest_key.expose_secret().as_bytes(), job.id);
     let attempt = NewAttempt {
@@ -109,6 +120,7 @@ pub async fn handle(ctx: &Ctx, job: &SendJob) -> Result<Outcome, HandleError> {
     if let Some(status) = stale {
         db::finish_attempt(&ctx.db, job.id, status, None, None).await?;
         tracing::info!(status = status.as_str(), "code no longer live; not sent");
+        count(ctx, status);
         return Ok(Outcome::Recorded(status));
     }
 
@@ -119,9 +131,12 @@ pub async fn handle(ctx: &Ctx, job: &SendJob) -> Result<Outcome, HandleError> {
         ttl_minutes: ctx.settings.sms_code_ttl_minutes(),
         template_id: &job.template_id,
     };
+    let started = Instant::now();
     let result = tokio::time::timeout(ctx.settings.sms_provider_timeout, ctx.provider.send(&message))
         .await
         .unwrap_or_else(|_| Err(SendError::Transient("provider timed out".into())));
+    metrics::histogram!("smscode_worker_provider_duration_seconds", "provider" => ctx.provider.name())
+        .record(started.elapsed().as_secs_f64());
 
     let status = match result {
         Ok(accepted) => {
@@ -148,6 +163,7 @@ pub async fn handle(ctx: &Ctx, job: &SendJob) -> Result<Outcome, HandleError> {
                     db::finish_attempt(&ctx.db, job.id, DeliveryStatus::Retrying, None, Some(&reason)).await?;
                     let next = SendJob { attempt: attempts, ..job.clone() };
                     ctx.publisher.publish_retry(delay, &next).await?;
+                    metrics::counter!("smscode_worker_retries_scheduled_total").increment(1);
                     DeliveryStatus::Retrying
                 }
                 None => {
@@ -158,5 +174,11 @@ pub async fn handle(ctx: &Ctx, job: &SendJob) -> Result<Outcome, HandleError> {
         }
     };
     tracing::info!(status = status.as_str(), "delivery recorded");
+    count(ctx, status);
     Ok(Outcome::Recorded(status))
+}
+
+fn count(ctx: &Ctx, status: DeliveryStatus) {
+    metrics::counter!("smscode_worker_deliveries_total", "status" => status.as_str(), "provider" => ctx.provider.name())
+        .increment(1);
 }

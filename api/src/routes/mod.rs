@@ -20,4 +20,6 @@ pub fn router() -> Router<AppState> {
         .route("/", get(page::signup))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(crate::openapi::openapi_json))
 }

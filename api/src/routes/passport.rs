@@ -2,9 +2,8 @@
 
 use argon2::{Argon2, password_hash::PasswordHasher};
 use axum::{
-    Json,
     extract::{Query, State},
-    http::header,
+    http::{HeaderMap, header},
     response::{IntoResponse, Response},
 };
 use redis::AsyncCommands;
@@ -14,27 +13,39 @@ use shared::{
     domain::{ImageCodeId, Mobile, SmsCode},
     queue::SendJob,
 };
+use utoipa::{IntoParams, ToSchema};
 
 use crate::{
-    AppState, captcha,
+    AppState, REQUEST_ID, captcha,
     error::{ApiError, Reply},
-    extract::{ClientIp, JsonObject},
+    extract::{ClientIp, JsonBody, required},
     limits::{self, Attempt},
     verify,
 };
 
 /// Query of `GET /passport/image_code`.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 pub struct ImageCodeQuery {
-    /// The id the frontend generated for this captcha.
+    /// The id the frontend generated for this captcha: 1–64 characters of `[A-Za-z0-9_-]`.
     image_code_id: Option<String>,
     /// The original frontend's name for the same parameter.
     #[serde(rename = "imageCodeId")]
+    #[param(rename = "imageCodeId")]
     image_code_id_alias: Option<String>,
 }
 
 /// `GET /passport/image_code?image_code_id=ID`: a PNG captcha whose text is stored as
 /// `ImageCode_<ID>` for `IMAGE_CODE_TTL_SECS`.
+#[utoipa::path(
+    get,
+    path = "/passport/image_code",
+    tag = "passport",
+    params(ImageCodeQuery),
+    responses(
+        (status = 200, description = "The captcha (`Cache-Control: no-store`)", content_type = "image/png", body = Vec<u8>),
+        (status = 200, description = "errno 4103 (missing or malformed id) or 4001 (Redis)", content_type = "application/json", body = Reply),
+    )
+)]
 #[tracing::instrument(skip_all)]
 pub async fn image_code(
     State(state): State<AppState>,
@@ -63,16 +74,45 @@ pub async fn image_code(
     Ok(([(header::CONTENT_TYPE, "image/png"), (header::CACHE_CONTROL, "no-store")], generated.png).into_response())
 }
 
+/// Body of `POST /passport/sms_code`.
+#[derive(Deserialize, ToSchema)]
+pub struct SmsCodeRequest {
+    /// The mobile to send the code to (`MOBILE_PATTERN`, by default `^1[3-9]\d{9}$`).
+    #[serde(default)]
+    #[schema(example = "13812345678")]
+    pub mobile: String,
+    /// The captcha text as the user typed it (case does not matter).
+    #[serde(default)]
+    #[schema(example = "F4Ud")]
+    pub image_code: String,
+    /// The id the captcha was fetched with (`imageCodeId` is accepted too).
+    #[serde(default, alias = "imageCodeId")]
+    #[schema(example = "0b8f2a1c-58b4-4a46-9d7f-3f1c2e5f4e10")]
+    pub image_code_id: String,
+}
+
 /// `POST /passport/sms_code {"mobile", "image_code", "image_code_id"}`: SPEC steps 1–10.
+#[utoipa::path(
+    post,
+    path = "/passport/sms_code",
+    tag = "passport",
+    request_body = SmsCodeRequest,
+    responses(
+        (status = 200, description = "errno 0 发送成功 once the send job is confirmed by the broker; or 4103, 4004, 4002, 4003, 4001, 4301", body = Reply),
+        (status = 400, description = "errno 4103: the body is not a JSON object or is larger than 16 KiB", body = Reply),
+        (status = 429, description = "errno 4201: resend cooldown, daily cap per mobile or hourly cap per IP; see `Retry-After`", body = Reply),
+    )
+)]
 #[tracing::instrument(skip_all)]
 pub async fn sms_code(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
-    body: JsonObject,
-) -> Result<Json<Reply>, ApiError> {
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<SmsCodeRequest>,
+) -> Result<Response, ApiError> {
     // 1. every field present, a non-empty string
     let (Some(mobile), Some(image_code), Some(image_code_id)) =
-        (body.str(&["mobile"]), body.str(&["image_code"]), body.str(&["image_code_id", "imageCodeId"]))
+        (required(&body.mobile), required(&body.image_code), required(&body.image_code_id))
     else {
         return Err(ApiError::MissingParams);
     };
@@ -85,7 +125,8 @@ pub async fn sms_code(
     limits::check(&state, &Attempt { mobile: &mobile, image_code_id: &image_code_id, typed: image_code, ip }).await?;
 
     // From here on, a failure gives back the cooldown and daily count it took.
-    match send_code(&state, &mobile).await {
+    let request_id = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    match send_code(&state, &mobile, request_id).await {
         Ok(()) => Ok(Reply::ok("发送成功")),
         Err((error, stored)) => {
             limits::release(&state, &mobile, stored.as_ref()).await;
@@ -95,7 +136,11 @@ pub async fn sms_code(
 }
 
 /// Steps 6–9. On failure, also returns the code if one was stored, so it can be removed.
-async fn send_code(state: &AppState, mobile: &Mobile) -> Result<(), (ApiError, Option<SmsCode>)> {
+async fn send_code(
+    state: &AppState,
+    mobile: &Mobile,
+    request_id: Option<String>,
+) -> Result<(), (ApiError, Option<SmsCode>)> {
     // 6. not registered yet
     let exists = tokio::time::timeout(state.settings.dependency_timeout, db::user_exists(&state.db, mobile.as_str()))
         .await
@@ -122,12 +167,13 @@ async fn send_code(state: &AppState, mobile: &Mobile) -> Result<(), (ApiError, O
     }
 
     // 9. queue the send job and wait for the broker's confirm
-    let job = SendJob::new(
+    let mut job = SendJob::new(
         mobile.clone(),
         code.clone(),
         state.settings.provider_template_id().to_owned(),
         state.settings.sms_code_ttl,
     );
+    job.request_id = request_id;
     if let Err(e) = state.publisher.publish(&job).await {
         return Err((ApiError::Broker(e), Some(code)));
     }
@@ -140,12 +186,42 @@ const PASSWORD_MIN_CHARS: usize = 8;
 /// Passwords longer than this are refused (argon2 cost grows with length).
 const PASSWORD_MAX_CHARS: usize = 128;
 
+/// Body of `POST /passport/register`.
+#[derive(Deserialize, ToSchema)]
+pub struct RegisterRequest {
+    /// The mobile the SMS code was sent to.
+    #[serde(default)]
+    #[schema(example = "13812345678")]
+    pub mobile: String,
+    /// The 6-digit code from the SMS (`smscode`, the seed's name, is accepted too).
+    #[serde(default, alias = "smscode")]
+    #[schema(example = "123456")]
+    pub sms_code: String,
+    /// 8–128 characters.
+    #[serde(default)]
+    #[schema(example = "correct-horse-9", min_length = 8, max_length = 128)]
+    pub password: String,
+}
+
 /// `POST /passport/register {"mobile", "sms_code" (or "smscode"), "password"}`: checks the SMS
 /// code, then creates the user with an argon2id password hash.
+#[utoipa::path(
+    post,
+    path = "/passport/register",
+    tag = "passport",
+    request_body = RegisterRequest,
+    responses(
+        (status = 200, description = "errno 0 注册成功; or 4103, 4004, 4002, 4201 (too many wrong codes), 4003, 4001", body = Reply),
+        (status = 400, description = "errno 4103: the body is not a JSON object or is larger than 16 KiB", body = Reply),
+    )
+)]
 #[tracing::instrument(skip_all)]
-pub async fn register(State(state): State<AppState>, body: JsonObject) -> Result<Json<Reply>, ApiError> {
+pub async fn register(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<RegisterRequest>,
+) -> Result<Response, ApiError> {
     let (Some(mobile), Some(sms_code), Some(password)) =
-        (body.str(&["mobile"]), body.str(&["sms_code", "smscode"]), body.str(&["password"]))
+        (required(&body.mobile), required(&body.sms_code), required(&body.password))
     else {
         return Err(ApiError::MissingParams);
     };
