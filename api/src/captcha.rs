@@ -29,7 +29,7 @@ pub fn generate() -> Option<Generated> {
         .apply_filter(Noise::new(0.1))
         .apply_filter(Wave::new(2.0, 8.0))
         .view(180, 70)
-        .apply_filter(Dots::new(8));
+        .apply_filter(Dots::new(4));
     let (text, png) = captcha.as_tuple()?;
     (text.chars().count() == LENGTH as usize).then_some(Generated { text, png })
 }

@@ -1,5 +1,6 @@
 //! Integration tests: the real api and worker against real PostgreSQL, Redis and RabbitMQ.
 
+mod browser;
 mod compose;
 mod image_code;
 mod ops;
