@@ -119,7 +119,7 @@ impl SmsProvider for CcpProvider {
                 .send()
                 .await
                 // The URL carries `sig`: keep it out of the error text.
-                .map_err(|e| SendError::Transient(format!("ccp request failed: {}", e.without_url())))?;
+                .map_err(|e| SendError::Transient(format!("ccp request failed: {}", chain(e.without_url()))))?;
             let status = response.status();
             if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
                 return Err(SendError::Transient(format!("ccp http {}", status.as_u16())));
@@ -130,7 +130,7 @@ impl SmsProvider for CcpProvider {
             let bytes = response
                 .bytes()
                 .await
-                .map_err(|e| SendError::Transient(format!("ccp response lost: {}", e.without_url())))?;
+                .map_err(|e| SendError::Transient(format!("ccp response lost: {}", chain(e.without_url()))))?;
             let parsed: TemplateSmsResponse = serde_json::from_slice(&bytes)
                 .map_err(|e| SendError::Transient(format!("ccp 172003: unreadable response: {e}")))?;
             let code = match &parsed.status_code {
@@ -151,6 +151,19 @@ impl SmsProvider for CcpProvider {
             if is_transient(&code) { Err(SendError::Transient(reason)) } else { Err(SendError::Permanent(reason)) }
         })
     }
+}
+
+/// An error with its causes (`error sending request: … : Connection refused`), for
+/// `last_error`: the top-level message alone rarely says what went wrong.
+fn chain(error: reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]
