@@ -2,6 +2,7 @@
 
 mod browser;
 mod compose;
+mod faults;
 mod image_code;
 mod ops;
 mod queue;

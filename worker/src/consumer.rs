@@ -124,6 +124,11 @@ async fn process(ctx: &Ctx, delivery: Delivery) {
                 tracing::warn!(job_id = %job.id, error = %e, "ack failed; the job will be redelivered and found done");
             }
         }
+        Err(e @ handle::HandleError::Database(_)) => {
+            // Shutting down while PostgreSQL is unreachable: leave the message unacked; it
+            // goes back to the queue when the channel closes.
+            tracing::warn!(job_id = %job.id, error = %e, "outcome not recorded; job left for redelivery");
+        }
         Err(e) => {
             tracing::error!(job_id = %job.id, error = %e, "job not handled; retrying it later");
             // Park it in the first retry queue rather than requeue it at the head, where a

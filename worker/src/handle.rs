@@ -16,6 +16,7 @@ use shared::{
     queue::{Publisher, SendJob},
 };
 use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
 
 use crate::{
     StartError,
@@ -39,11 +40,17 @@ pub struct Ctx {
     pub publisher: Publisher,
     /// Whether a consumer is attached to the send queue right now (for `/readyz`).
     pub consuming: AtomicBool,
+    /// Cancelled on shutdown: stops waiting for a database that is down.
+    pub shutdown: CancellationToken,
 }
 
 impl Ctx {
     /// Connects to PostgreSQL (migrating) and prepares Redis and the retry publisher.
-    pub async fn connect(settings: Arc<Settings>, provider: Arc<dyn SmsProvider>) -> Result<Self, StartError> {
+    pub async fn connect(
+        settings: Arc<Settings>,
+        provider: Arc<dyn SmsProvider>,
+        shutdown: CancellationToken,
+    ) -> Result<Self, StartError> {
         // One connection per send in flight, plus a few for bookkeeping.
         let pool_size = u32::from(settings.worker_prefetch).min(64) + 4;
         let db = db::connect_and_migrate(&settings, pool_size).await?;
@@ -56,6 +63,7 @@ impl Ctx {
             redis,
             provider,
             consuming: AtomicBool::new(false),
+            shutdown,
         })
     }
 }
@@ -100,7 +108,7 @@ pub async fn handle(ctx: &Ctx, job: &SendJob) -> Result<Outcome, HandleError> {
         provider: ctx.provider.name(),
         code_digest: &digest,
     };
-    let attempts = match db::start_attempt(&ctx.db, &attempt).await? {
+    let attempts = match recorded(ctx, || db::start_attempt(&ctx.db, &attempt)).await? {
         AttemptStart::AlreadyFinal(status) => {
             tracing::info!(status = status.as_str(), "job already handled; not sending again");
             return Ok(Outcome::AlreadyDone(status));
@@ -118,7 +126,7 @@ pub async fn handle(ctx: &Ctx, job: &SendJob) -> Result<Outcome, HandleError> {
         Some(_) => None,
     };
     if let Some(status) = stale {
-        db::finish_attempt(&ctx.db, job.id, status, None, None).await?;
+        finish(ctx, job.id, status, None, None).await?;
         tracing::info!(status = status.as_str(), "code no longer live; not sent");
         count(ctx, status);
         return Ok(Outcome::Recorded(status));
@@ -140,18 +148,11 @@ pub async fn handle(ctx: &Ctx, job: &SendJob) -> Result<Outcome, HandleError> {
 
     let status = match result {
         Ok(accepted) => {
-            db::finish_attempt(
-                &ctx.db,
-                job.id,
-                DeliveryStatus::Sent,
-                accepted.message_id.as_deref(),
-                accepted.note.as_deref(),
-            )
-            .await?;
+            finish(ctx, job.id, DeliveryStatus::Sent, accepted.message_id.as_deref(), accepted.note.as_deref()).await?;
             DeliveryStatus::Sent
         }
         Err(SendError::Permanent(reason)) => {
-            db::finish_attempt(&ctx.db, job.id, DeliveryStatus::Failed, None, Some(&reason)).await?;
+            finish(ctx, job.id, DeliveryStatus::Failed, None, Some(&reason)).await?;
             DeliveryStatus::Failed
         }
         Err(SendError::Transient(reason)) => {
@@ -160,14 +161,14 @@ pub async fn handle(ctx: &Ctx, job: &SendJob) -> Result<Outcome, HandleError> {
                 Some(delay) => {
                     // Recorded before the retry is queued: a crash in between redelivers
                     // this message, which then counts one more attempt.
-                    db::finish_attempt(&ctx.db, job.id, DeliveryStatus::Retrying, None, Some(&reason)).await?;
+                    finish(ctx, job.id, DeliveryStatus::Retrying, None, Some(&reason)).await?;
                     let next = SendJob { attempt: attempts, ..job.clone() };
                     ctx.publisher.publish_retry(delay, &next).await?;
                     metrics::counter!("smscode_worker_retries_scheduled_total").increment(1);
                     DeliveryStatus::Retrying
                 }
                 None => {
-                    db::finish_attempt(&ctx.db, job.id, DeliveryStatus::Failed, None, Some(&reason)).await?;
+                    finish(ctx, job.id, DeliveryStatus::Failed, None, Some(&reason)).await?;
                     DeliveryStatus::Failed
                 }
             }
@@ -181,4 +182,57 @@ pub async fn handle(ctx: &Ctx, job: &SendJob) -> Result<Outcome, HandleError> {
 fn count(ctx: &Ctx, status: DeliveryStatus) {
     metrics::counter!("smscode_worker_deliveries_total", "status" => status.as_str(), "provider" => ctx.provider.name())
         .increment(1);
+}
+
+/// Records an outcome, waiting out a PostgreSQL outage (see [`recorded`]).
+async fn finish(
+    ctx: &Ctx,
+    id: uuid::Uuid,
+    status: DeliveryStatus,
+    provider_message_id: Option<&str>,
+    last_error: Option<&str>,
+) -> Result<(), HandleError> {
+    recorded(ctx, || db::finish_attempt(&ctx.db, id, status, provider_message_id, last_error)).await
+}
+
+/// Runs a database step until it succeeds: while PostgreSQL is unreachable the job neither
+/// goes on nor is acked, so nothing is sent that cannot be recorded and nothing recorded is
+/// lost. Gives up only on shutdown (the unacked message then goes back to the queue) or on
+/// an error that waiting will not fix.
+async fn recorded<T, F, Fut>(ctx: &Ctx, mut step: F) -> Result<T, HandleError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, sqlx::Error>>,
+{
+    let mut pause = std::time::Duration::from_millis(200);
+    loop {
+        match step().await {
+            Ok(value) => return Ok(value),
+            Err(e) if is_outage(&e) => {
+                tracing::warn!(error = %e, retry_in = ?pause, "database unavailable; holding the job");
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => return Err(e.into()),
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Whether a database error means "unreachable right now" (worth waiting for) rather than a
+/// bug or bad data.
+fn is_outage(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // Class 08: connection exception; 57P0x: the server is shutting down or terminated us.
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    }
 }

@@ -40,7 +40,7 @@ pub async fn run_with_provider(
 ) -> Result<(), StartError> {
     // Installed before the first request, so that no early metric is lost.
     shared::telemetry::metrics();
-    let ctx = Arc::new(handle::Ctx::connect(Arc::new(settings), provider).await?);
+    let ctx = Arc::new(handle::Ctx::connect(Arc::new(settings), provider, shutdown.clone()).await?);
     tracing::info!(addr = %listener.local_addr()?, "worker endpoints listening");
     let endpoints = tokio::spawn(ops::serve(ctx.clone(), listener, shutdown.clone()));
     consumer::consume(ctx, shutdown).await;
