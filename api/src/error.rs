@@ -107,6 +107,11 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// The errno this error answers with.
+    pub fn errno(&self) -> Errno {
+        self.parts().0
+    }
+
     /// The errno, HTTP status and message of this error.
     fn parts(&self) -> (Errno, StatusCode, &'static str) {
         use ApiError::*;

@@ -145,6 +145,11 @@ impl CcpFake {
         self.state.received.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
+    /// How many protocol-correct requests were received (without copying them).
+    pub fn received_count(&self) -> usize {
+        self.state.received.lock().map(|r| r.len()).unwrap_or(0)
+    }
+
     /// Requests received for `mobile`.
     pub fn received_for(&self, mobile: &str) -> Vec<Received> {
         self.received().into_iter().filter(|r| r.mobile == mobile).collect()

@@ -51,8 +51,9 @@ impl Ctx {
         provider: Arc<dyn SmsProvider>,
         shutdown: CancellationToken,
     ) -> Result<Self, StartError> {
-        // One connection per send in flight, plus a few for bookkeeping.
-        let pool_size = u32::from(settings.worker_prefetch).min(64) + 4;
+        // A send holds a connection only for two short statements, so a few serve many sends
+        // in flight; PostgreSQL's connection limit is shared by every worker and api.
+        let pool_size = u32::from(settings.worker_prefetch).min(16) + 2;
         let db = db::connect_and_migrate(&settings, pool_size).await?;
         let redis = shared::cache::connect(&settings)?;
         Ok(Self {

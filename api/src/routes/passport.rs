@@ -121,15 +121,23 @@ pub async fn sms_code(
     // No captcha can exist under an id that is not of the issued form.
     let image_code_id = ImageCodeId::parse(image_code_id).map_err(|_| ApiError::ImageCodeExpired)?;
 
+    let request_id = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let attempt = Attempt { mobile: &mobile, image_code_id: &image_code_id, typed: image_code, ip };
+    request_code(&state, &attempt, request_id).await?;
+    Ok(Reply::ok("发送成功"))
+}
+
+/// Steps 3–10 for an already parsed request: everything `sms_code` does with Redis,
+/// PostgreSQL and the broker (the benchmark's bare pipeline calls this directly).
+pub async fn request_code(state: &AppState, attempt: &Attempt<'_>, request_id: Option<String>) -> Result<(), ApiError> {
     // 3–5. GETDEL the captcha, compare, take the rate limits: one atomic round trip.
-    limits::check(&state, &Attempt { mobile: &mobile, image_code_id: &image_code_id, typed: image_code, ip }).await?;
+    limits::check(state, attempt).await?;
 
     // From here on, a failure gives back the cooldown and daily count it took.
-    let request_id = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    match send_code(&state, &mobile, request_id).await {
-        Ok(()) => Ok(Reply::ok("发送成功")),
+    match send_code(state, attempt.mobile, request_id).await {
+        Ok(()) => Ok(()),
         Err((error, stored)) => {
-            limits::release(&state, &mobile, stored.as_ref()).await;
+            limits::release(state, attempt.mobile, stored.as_ref()).await;
             Err(error)
         }
     }
