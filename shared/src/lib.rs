@@ -7,6 +7,7 @@
 //! - [`cache`]: the Redis connection manager.
 //! - [`db`]: the PostgreSQL pool, migrations and the queries both processes run.
 //! - [`queue`]: the RabbitMQ topology, the send job and the confirming publisher.
+//! - [`health`]: the readiness checks of `/readyz`.
 //! - [`telemetry`], [`shutdown`]: logging set-up and the SIGTERM/SIGINT token.
 
 pub mod cache;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod errno;
+pub mod health;
 pub mod keys;
 pub mod queue;
 pub mod shutdown;

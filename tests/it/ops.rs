@@ -27,7 +27,8 @@ async fn statuses(app: &TestApp, mobile: &str) -> TestResult<Vec<(String, Option
         .await?)
 }
 
-/// An app whose worker sends through a CCP fake that refuses the first request with 160042.
+/// An app whose worker sends through a CCP fake that refuses the first request with 111141
+/// (unknown account: permanent, so the delivery fails at once).
 async fn app_with_one_failed_delivery() -> TestResult<(TestApp, CcpFake, String)> {
     let fake = CcpFake::start().await?;
     let vars = fake.env();

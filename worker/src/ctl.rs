@@ -4,7 +4,7 @@
 use std::{io::Write, str::FromStr, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use redis::aio::ConnectionManager;
 use secrecy::ExposeSecret;
 use serde::Serialize;
@@ -41,9 +41,9 @@ pub struct Cli {
 pub enum Command {
     /// List deliveries, newest first.
     Deliveries {
-        /// Only this status.
-        #[arg(long, value_enum)]
-        status: Option<Status>,
+        /// Only this status: sending, sent, retrying, failed, expired or superseded.
+        #[arg(long, value_parser = DeliveryStatus::from_str)]
+        status: Option<DeliveryStatus>,
         /// Only this mobile.
         #[arg(long)]
         mobile: Option<String>,
@@ -66,8 +66,8 @@ pub enum Command {
         #[arg(long = "id", required_unless_present = "status", conflicts_with = "status")]
         ids: Vec<Uuid>,
         /// Every delivery with this status within --since (only `failed` is replayed).
-        #[arg(long, value_enum)]
-        status: Option<Status>,
+        #[arg(long, value_parser = DeliveryStatus::from_str)]
+        status: Option<DeliveryStatus>,
         /// With --status: the window, e.g. 15m, 1h.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
         since: Duration,
@@ -87,36 +87,6 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-}
-
-/// A delivery status, as typed on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Status {
-    /// An attempt is under way.
-    Sending,
-    /// Accepted by the provider.
-    Sent,
-    /// Waiting for a retry.
-    Retrying,
-    /// Given up.
-    Failed,
-    /// The code expired before it was sent.
-    Expired,
-    /// A newer code replaced it before it was sent.
-    Superseded,
-}
-
-impl Status {
-    fn as_str(self) -> &'static str {
-        match self {
-            Status::Sending => "sending",
-            Status::Sent => "sent",
-            Status::Retrying => "retrying",
-            Status::Failed => "failed",
-            Status::Expired => "expired",
-            Status::Superseded => "superseded",
-        }
-    }
 }
 
 /// Why a command could not run at all.
@@ -242,7 +212,7 @@ async fn by_ids(db: &PgPool, ids: &[Uuid]) -> Result<Vec<Delivery>, sqlx::Error>
 #[tracing::instrument(skip_all)]
 async fn list(
     db: &PgPool,
-    status: Option<Status>,
+    status: Option<DeliveryStatus>,
     mobile: Option<&str>,
     since: Option<Duration>,
     limit: i64,
@@ -259,7 +229,7 @@ async fn list(
         limit $4
         "#,
     )
-    .bind(status.map(Status::as_str))
+    .bind(status.map(DeliveryStatus::as_str))
     .bind(mobile)
     .bind(since)
     .bind(limit)

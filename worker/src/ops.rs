@@ -27,23 +27,10 @@ pub async fn serve(ctx: Arc<Ctx>, listener: TcpListener, shutdown: CancellationT
 }
 
 async fn readyz(State(ctx): State<Arc<Ctx>>) -> (StatusCode, Json<Value>) {
-    let mut redis = ctx.redis.clone();
-    let (redis_ok, db_ok) =
-        tokio::join!(async { redis::cmd("PING").query_async::<String>(&mut redis).await.is_ok() }, async {
-            tokio::time::timeout(ctx.settings.dependency_timeout, sqlx::query("select 1").execute(&ctx.db))
-                .await
-                .is_ok_and(|r| r.is_ok())
-        },);
     let consuming = ctx.consuming.load(Ordering::Relaxed);
-    let failing: Vec<&str> = [("redis", redis_ok), ("postgres", db_ok), ("rabbitmq", consuming)]
-        .into_iter()
-        .filter_map(|(name, ok)| (!ok).then_some(name))
-        .collect();
-    if failing.is_empty() {
-        (StatusCode::OK, Json(json!({ "status": "ready" })))
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "failing": failing })))
-    }
+    let failing = shared::health::failing(&ctx.redis, &ctx.db, ctx.settings.dependency_timeout, consuming).await;
+    let (ok, body) = shared::health::report(&failing);
+    (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
 }
 
 async fn metrics() -> impl IntoResponse {

@@ -22,25 +22,10 @@ pub async fn healthz() -> Json<Value> {
     (status = 503, description = "`{\"failing\": [\"redis\" | \"postgres\" | \"rabbitmq\"]}`"),
 ))]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let mut redis = state.redis.clone();
-    let (redis_ok, db_ok, broker_ok) = tokio::join!(
-        async { redis::cmd("PING").query_async::<String>(&mut redis).await.is_ok() },
-        async {
-            tokio::time::timeout(state.settings.dependency_timeout, sqlx::query("select 1").execute(&state.db))
-                .await
-                .is_ok_and(|r| r.is_ok())
-        },
-        state.publisher.is_ready(),
-    );
-    let failing: Vec<&str> = [("redis", redis_ok), ("postgres", db_ok), ("rabbitmq", broker_ok)]
-        .into_iter()
-        .filter_map(|(name, ok)| (!ok).then_some(name))
-        .collect();
-    if failing.is_empty() {
-        (StatusCode::OK, Json(json!({ "status": "ready" })))
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "unavailable", "failing": failing })))
-    }
+    let broker_ok = state.publisher.is_ready().await;
+    let failing = shared::health::failing(&state.redis, &state.db, state.settings.dependency_timeout, broker_ok).await;
+    let (ok, body) = shared::health::report(&failing);
+    (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
 }
 
 /// `GET /metrics`: Prometheus text exposition.
