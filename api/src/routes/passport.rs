@@ -2,8 +2,9 @@
 
 use argon2::{Argon2, password_hash::PasswordHasher};
 use axum::{
+    Extension,
     extract::{Query, State},
-    http::{HeaderMap, header},
+    http::header,
     response::{IntoResponse, Response},
 };
 use redis::AsyncCommands;
@@ -13,10 +14,11 @@ use shared::{
     domain::{ImageCodeId, Mobile, SmsCode},
     queue::SendJob,
 };
+use tower_http::request_id::RequestId;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::{
-    AppState, REQUEST_ID, captcha,
+    AppState, captcha,
     error::{ApiError, Reply},
     extract::{ClientIp, JsonBody, required},
     limits::{self, Attempt},
@@ -107,7 +109,7 @@ pub struct SmsCodeRequest {
 pub async fn sms_code(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
-    headers: HeaderMap,
+    request_id: Option<Extension<RequestId>>,
     JsonBody(body): JsonBody<SmsCodeRequest>,
 ) -> Result<Response, ApiError> {
     // 1. every field present, a non-empty string
@@ -121,7 +123,7 @@ pub async fn sms_code(
     // No captcha can exist under an id that is not of the issued form.
     let image_code_id = ImageCodeId::parse(image_code_id).map_err(|_| ApiError::ImageCodeExpired)?;
 
-    let request_id = headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let request_id = request_id.and_then(|Extension(id)| id.header_value().to_str().ok().map(str::to_owned));
     let attempt = Attempt { mobile: &mobile, image_code_id: &image_code_id, typed: image_code, ip };
     request_code(&state, &attempt, request_id).await?;
     Ok(Reply::ok("发送成功"))
