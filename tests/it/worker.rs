@@ -337,3 +337,31 @@ async fn sigterm_finishes_the_sends_in_flight_records_them_and_exits_0() -> Test
     assert_eq!(left, 6);
     app.cleanup().await
 }
+
+#[tokio::test]
+async fn a_retry_that_would_come_after_the_code_expires_is_not_scheduled() -> TestResult {
+    // Codes live 300 s: the second retry, 400 s later, would be useless.
+    let (mut app, fake) = app_with_fake(&[("SMS_RETRY_SCHEDULE_SECS", "1,400")]).await?;
+    spawn_ccp_worker(&mut app, None)?;
+    fake.script([Reply::Http(503), Reply::Http(503)]);
+    let mobile = random_mobile();
+    app.request_code(&mobile).await?;
+    let row = wait_for_status(&app, &mobile, "expired").await?;
+    assert_eq!(row.attempts, 2);
+    assert!(row.last_error.as_deref().is_some_and(|e| e.contains("expires before the next retry")), "{row:?}");
+    assert_eq!(fake.received_for(&mobile).len(), 2);
+    app.cleanup().await
+}
+
+#[tokio::test]
+async fn an_exhausted_schedule_fails_the_delivery() -> TestResult {
+    let (mut app, fake) = app_with_fake(&[("SMS_RETRY_SCHEDULE_SECS", "1")]).await?;
+    spawn_ccp_worker(&mut app, None)?;
+    fake.script([Reply::Status("160001"), Reply::Status("160001")]);
+    let mobile = random_mobile();
+    app.request_code(&mobile).await?;
+    let row = wait_for_status(&app, &mobile, "failed").await?;
+    assert_eq!(row.attempts, 2);
+    assert!(row.last_error.as_deref().is_some_and(|e| e.starts_with("retries exhausted; last: ccp 160001")), "{row:?}");
+    app.cleanup().await
+}

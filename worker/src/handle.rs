@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     StartError,
     providers::{Message, SendError, SmsProvider},
-    retry,
+    retry::{self, Next},
 };
 
 /// What every job handler shares.
@@ -158,8 +158,8 @@ pub async fn handle(ctx: &Ctx, job: &SendJob) -> Result<Outcome, HandleError> {
         }
         Err(SendError::Transient(reason)) => {
             let attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
-            match retry::next_delay(&ctx.settings.sms_retry_schedule, attempts, Utc::now(), job.expires_at()) {
-                Some(delay) => {
+            match retry::next_step(&ctx.settings.sms_retry_schedule, attempts, Utc::now(), job.expires_at()) {
+                Next::RetryIn(delay) => {
                     // Recorded before the retry is queued: a crash in between redelivers
                     // this message, which then counts one more attempt.
                     finish(ctx, job.id, DeliveryStatus::Retrying, None, Some(&reason)).await?;
@@ -168,9 +168,15 @@ pub async fn handle(ctx: &Ctx, job: &SendJob) -> Result<Outcome, HandleError> {
                     metrics::counter!("smscode_worker_retries_scheduled_total").increment(1);
                     DeliveryStatus::Retrying
                 }
-                None => {
+                Next::Exhausted => {
+                    let reason = format!("retries exhausted; last: {reason}");
                     finish(ctx, job.id, DeliveryStatus::Failed, None, Some(&reason)).await?;
                     DeliveryStatus::Failed
+                }
+                Next::PastExpiry => {
+                    let reason = format!("code expires before the next retry; last: {reason}");
+                    finish(ctx, job.id, DeliveryStatus::Expired, None, Some(&reason)).await?;
+                    DeliveryStatus::Expired
                 }
             }
         }

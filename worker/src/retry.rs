@@ -4,21 +4,28 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-/// The delay before the next attempt, or `None` when the schedule is exhausted or the next
-/// attempt would come after the code expires (a late code is useless).
-///
-/// `attempts_made` counts attempts so far (1 after the first failure). Each delay is one
-/// retry queue's fixed TTL, so the broker, not a sleeping consumer, does the waiting.
-pub fn next_delay(
-    schedule: &[Duration],
-    attempts_made: u32,
-    now: DateTime<Utc>,
-    expires_at: DateTime<Utc>,
-) -> Option<Duration> {
-    let index = usize::try_from(attempts_made).ok()?.checked_sub(1)?;
-    let delay = *schedule.get(index)?;
-    let at = now + chrono::TimeDelta::from_std(delay).ok()?;
-    (at < expires_at).then_some(delay)
+/// What to do after a transient failure.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Try again after this delay.
+    RetryIn(Duration),
+    /// The schedule is used up: the delivery has failed.
+    Exhausted,
+    /// The next step would come after the code expires: a late code is useless.
+    PastExpiry,
+}
+
+/// The next step after `attempts_made` attempts (1 after the first failure). Each delay is
+/// one retry queue's fixed TTL, so the broker, not a sleeping consumer, does the waiting.
+pub fn next_step(schedule: &[Duration], attempts_made: u32, now: DateTime<Utc>, expires_at: DateTime<Utc>) -> Next {
+    let step = usize::try_from(attempts_made).ok().and_then(|n| n.checked_sub(1)).and_then(|i| schedule.get(i));
+    let Some(delay) = step.copied() else {
+        return Next::Exhausted;
+    };
+    match chrono::TimeDelta::from_std(delay) {
+        Ok(delta) if now + delta < expires_at => Next::RetryIn(delay),
+        _ => Next::PastExpiry,
+    }
 }
 
 #[cfg(test)]
@@ -34,10 +41,10 @@ mod tests {
         let now = Utc::now();
         let far = now + chrono::TimeDelta::hours(1);
         let schedule = secs(&[2, 10, 30]);
-        assert_eq!(next_delay(&schedule, 1, now, far), Some(Duration::from_secs(2)));
-        assert_eq!(next_delay(&schedule, 3, now, far), Some(Duration::from_secs(30)));
-        assert_eq!(next_delay(&schedule, 4, now, far), None);
-        assert_eq!(next_delay(&schedule, 0, now, far), None);
+        assert_eq!(next_step(&schedule, 1, now, far), Next::RetryIn(Duration::from_secs(2)));
+        assert_eq!(next_step(&schedule, 3, now, far), Next::RetryIn(Duration::from_secs(30)));
+        assert_eq!(next_step(&schedule, 4, now, far), Next::Exhausted);
+        assert_eq!(next_step(&schedule, 0, now, far), Next::Exhausted);
     }
 
     #[test]
@@ -45,7 +52,7 @@ mod tests {
         let now = Utc::now();
         let soon = now + chrono::TimeDelta::seconds(20);
         let schedule = secs(&[2, 30]);
-        assert_eq!(next_delay(&schedule, 1, now, soon), Some(Duration::from_secs(2)));
-        assert_eq!(next_delay(&schedule, 2, now, soon), None);
+        assert_eq!(next_step(&schedule, 1, now, soon), Next::RetryIn(Duration::from_secs(2)));
+        assert_eq!(next_step(&schedule, 2, now, soon), Next::PastExpiry);
     }
 }
