@@ -24,12 +24,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         // Bytes honours DefaultBodyLimit: an oversized body is a rejection here.
         let bytes = Bytes::from_request(req, state).await.map_err(|e| ApiError::MalformedBody(e.body_text()))?;
-        let object = match serde_json::from_slice::<Value>(&bytes) {
-            Ok(object @ Value::Object(_)) => object,
-            Ok(_) => return Err(ApiError::MalformedBody("not a JSON object".into())),
-            Err(e) => return Err(ApiError::MalformedBody(e.to_string())),
-        };
-        serde_json::from_value(object).map(Self).map_err(|_| ApiError::MissingParams)
+        // A struct would also deserialize from a JSON array: only an object is a body.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::MalformedBody("not a JSON object".into()));
+        }
+        // One parse on the normal path; only a failure looks again, to tell a malformed
+        // body (HTTP 400) from a well-formed object with a mistyped field (errno 4103).
+        serde_json::from_slice::<T>(&bytes).map(Self).map_err(|e| match serde_json::from_slice::<Value>(&bytes) {
+            Ok(Value::Object(_)) => ApiError::MissingParams,
+            _ => ApiError::MalformedBody(e.to_string()),
+        })
     }
 }
 
