@@ -67,6 +67,7 @@ pub fn router(state: AppState) -> Router {
 
 /// Serves the api on `listener` until `shutdown` is cancelled, then drains in-flight requests.
 pub async fn run(settings: Settings, listener: TcpListener, shutdown: CancellationToken) -> Result<(), StartError> {
+    settings.warn_about_dev_defaults();
     // Installed before the first request, so that no early metric is lost.
     shared::telemetry::metrics();
     let state = AppState::connect(Arc::new(settings)).await?;

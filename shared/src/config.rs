@@ -210,6 +210,17 @@ impl Settings {
         Ok(settings)
     }
 
+    /// Logs a warning for settings that are fine on a laptop but not in production.
+    pub fn warn_about_dev_defaults(&self) {
+        use secrecy::ExposeSecret;
+        if self.code_digest_key.expose_secret() == DEV_CODE_DIGEST_KEY {
+            tracing::warn!("CODE_DIGEST_KEY is not set: using the development key");
+        }
+        if matches!(self.provider, ProviderSettings::Log) {
+            tracing::warn!("SMS_PROVIDER=log: codes are written to the worker's log, not sent");
+        }
+    }
+
     /// The template the send jobs name (`CCP_TEMPLATE_ID`; `1`, the test template, for `log`).
     pub fn provider_template_id(&self) -> &str {
         match &self.provider {

@@ -98,11 +98,6 @@ impl DeliveryStatus {
             Self::Superseded => "superseded",
         }
     }
-
-    /// Whether no further attempt will be made.
-    pub const fn is_final(self) -> bool {
-        matches!(self, Self::Sent | Self::Failed | Self::Expired | Self::Superseded)
-    }
 }
 
 impl FromStr for DeliveryStatus {

@@ -161,11 +161,6 @@ impl Topology {
         format!("retry.{}s", delay.as_secs())
     }
 
-    /// The distinct retry delays, shortest first.
-    pub fn retry_delays(&self) -> &[Duration] {
-        &self.retry_delays
-    }
-
     /// Every queue of the topology (for tests and clean-up).
     pub fn queues(&self) -> Vec<String> {
         let mut queues = vec![self.send_queue(), self.dead_queue()];
@@ -342,11 +337,6 @@ impl Publisher {
                 next: AtomicUsize::new(0),
             }),
         }
-    }
-
-    /// The topology this publisher declares.
-    pub fn topology(&self) -> &Topology {
-        &self.inner.topology
     }
 
     /// Connects now (declaring the topology) instead of on the first publish.

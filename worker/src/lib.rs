@@ -38,6 +38,7 @@ pub async fn run_with_provider(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
+    settings.warn_about_dev_defaults();
     // Installed before the first request, so that no early metric is lost.
     shared::telemetry::metrics();
     let ctx = Arc::new(handle::Ctx::connect(Arc::new(settings), provider, shutdown.clone()).await?);
