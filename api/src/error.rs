@@ -106,6 +106,32 @@ pub enum ApiError {
     Internal(String),
 }
 
+impl From<tokio::task::JoinError> for ApiError {
+    /// A blocking task (captcha drawing, password hashing) panicked or was cancelled.
+    fn from(e: tokio::task::JoinError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+/// Turns a dependency's error into the `ApiError` that answers with `errmsg` (errno 4001),
+/// keeping the cause for the log: `redis.get(key).await.errmsg("数据查询失败")?`.
+pub trait ResultExt<T> {
+    /// The error, as the answer `errmsg` names.
+    fn errmsg(self, errmsg: &'static str) -> Result<T, ApiError>;
+}
+
+impl<T> ResultExt<T> for Result<T, redis::RedisError> {
+    fn errmsg(self, errmsg: &'static str) -> Result<T, ApiError> {
+        self.map_err(|source| ApiError::Redis { errmsg, source })
+    }
+}
+
+impl<T> ResultExt<T> for Result<T, sqlx::Error> {
+    fn errmsg(self, errmsg: &'static str) -> Result<T, ApiError> {
+        self.map_err(|source| ApiError::Database { errmsg, source })
+    }
+}
+
 impl ApiError {
     /// The errno this error answers with.
     pub fn errno(&self) -> Errno {

@@ -5,13 +5,13 @@ use std::net::{IpAddr, SocketAddr};
 
 use axum::{
     body::Bytes,
-    extract::{ConnectInfo, FromRequest, FromRequestParts, Request},
+    extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request},
     http::request::Parts,
 };
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::{AppState, error::ApiError};
+use crate::error::ApiError;
 
 /// A request body that must be a JSON object (else HTTP 400, errno 4103), read into the
 /// handler's request type `T`. A field of the wrong type is the handler's errno answer
@@ -46,11 +46,19 @@ pub fn required(field: &str) -> Option<&str> {
 /// `TRUST_PROXY_HEADERS=true` (only behind a proxy that sets that header itself).
 pub struct ClientIp(pub IpAddr);
 
-impl FromRequestParts<AppState> for ClientIp {
+/// Whether to believe `X-Forwarded-For` (`TRUST_PROXY_HEADERS`), taken from the app state.
+#[derive(Clone, Copy, Debug)]
+pub struct ProxyTrust(pub bool);
+
+impl<S> FromRequestParts<S> for ClientIp
+where
+    S: Send + Sync,
+    ProxyTrust: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        if state.settings.trust_proxy_headers {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if ProxyTrust::from_ref(state).0 {
             let forwarded = parts
                 .headers
                 .get("x-forwarded-for")

@@ -1,22 +1,25 @@
-//! The HTTP api: captcha, SMS code request, health.
+//! The HTTP api: captcha, SMS code request, registration, health. The contract is
+//! `docs/http-api.md`.
 //!
-//! - [`state`]: `AppState`, the pools every handler shares.
-//! - [`error`]: `ApiError`, the one place errno and HTTP status are chosen.
-//! - [`extract`]: the JSON-object body and client-IP extractors.
-//! - [`limits`]: the Redis scripts behind the captcha check and the rate limits.
-//! - [`verify`]: the SMS code check of the register step.
-//! - [`captcha`]: PNG captcha generation.
-//! - [`routes`]: the handlers; [`openapi`]: their OpenAPI document; [`metrics`]: request metrics.
+//! - `routes`: the handlers, which parse and answer; [`openapi`]: their OpenAPI document.
+//! - [`sms`]: the send pipeline (captcha and limits, checks, store, queue).
+//! - `account`: registering a user (code check, argon2id hash, insert).
+//! - `codes`: `CodeStore`, everything in Redis (captchas, codes, rate limits, their scripts).
+//! - `state`: `AppState`, the handles every handler shares.
+//! - `error`: `ApiError`, the one place errno and HTTP status are chosen.
+//! - `extract`: the JSON-object body and client-IP extractors.
+//! - `captcha`: PNG captcha drawing; `metrics`: request metrics.
 
-pub mod captcha;
-pub mod error;
-pub mod extract;
-pub mod limits;
-pub mod metrics;
+mod account;
+mod captcha;
+mod codes;
+mod error;
+mod extract;
+mod metrics;
 pub mod openapi;
-pub mod routes;
-pub mod state;
-pub mod verify;
+mod routes;
+pub mod sms;
+mod state;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -25,6 +28,7 @@ use axum::{
     extract::DefaultBodyLimit,
     http::{HeaderName, StatusCode},
     middleware,
+    routing::get,
 };
 use shared::Settings;
 use tokio::net::TcpListener;
@@ -35,6 +39,8 @@ use tower_http::{
     trace::TraceLayer,
 };
 
+pub use codes::{Attempt, CodeStore};
+pub use error::{ApiError, Reply};
 pub use shared::StartError;
 pub use state::AppState;
 
@@ -50,6 +56,7 @@ pub fn router(state: AppState) -> Router {
     let timeout = state.settings.api_request_timeout;
     let request_id = HeaderName::from_static(REQUEST_ID);
     routes::router()
+        .route("/openapi.json", get(openapi::openapi_json))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Every dependency call has its own shorter timeout and errno answer; this is the
         // last resort against a request that hangs anyway.

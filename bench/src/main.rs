@@ -4,7 +4,7 @@
 //! prefix) and the CCP fake of the tests (which verifies every signature and answers after
 //! `--provider-latency-ms`), one run measures, in order:
 //! 1. the bare pipeline: the handler's Redis, PostgreSQL and broker operations
-//!    (`api::routes::passport::request_code`) without HTTP, at the same concurrency;
+//!    (`api::sms::request_code`) without HTTP, at the same concurrency;
 //! 2. worker drain: one worker process at `--prefetch` on the jobs phase 1 queued;
 //! 3. the api under load: an api process and `--workers` worker processes; requests/s,
 //!    latency percentiles, answers by errno, end-to-end drain rate, peak RSS;
@@ -22,7 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use api::{AppState, limits::Attempt, routes::passport};
+use api::{AppState, Attempt, sms};
 use clap::{Parser, Subcommand};
 use redis::AsyncCommands;
 use shared::domain::{ImageCodeId, Mobile};
@@ -294,7 +294,7 @@ async fn orchestrate(args: Args) -> Result {
                     return -1;
                 };
                 let attempt = Attempt { mobile: &m, image_code_id: &id, typed: "abcd", ip: [127, 0, 0, 1].into() };
-                match passport::request_code(&state, &attempt, None).await {
+                match sms::request_code(&state, &attempt, None).await {
                     Ok(()) => 0,
                     Err(e) => i64::from(e.errno().code()),
                 }

@@ -1,10 +1,13 @@
-//! `Settings`: every environment variable of SPEC "Configuration", parsed and validated once
-//! at start-up. An invalid value stops the process with a message naming the variable.
+//! `Settings`: every environment variable the processes read (listed in the README's
+//! Configuration section), parsed and validated once at start-up. An invalid value stops the
+//! process with a message naming the variable.
 
 use std::{net::SocketAddr, str::FromStr, time::Duration};
 
 use regex_lite::Regex;
 use secrecy::SecretString;
+
+use crate::names::text_enum;
 
 /// A configuration error: always names the variable at fault.
 #[derive(Debug, thiserror::Error)]
@@ -16,22 +19,34 @@ pub struct ConfigError {
     pub reason: String,
 }
 
-/// The RabbitMQ queue type of the send and retry queues.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum QueueType {
-    /// Replicated, the default: survives a broker node loss.
-    Quorum,
-    /// Single-node classic queues, for brokers without quorum support.
-    Classic,
+text_enum! {
+    /// The RabbitMQ queue type of the send and retry queues (`AMQP_QUEUE_TYPE`).
+    pub enum QueueType {
+        /// Replicated, the default: survives a broker node loss.
+        Quorum = "quorum",
+        /// Single-node classic queues, for brokers without quorum support.
+        Classic = "classic",
+    }
 }
 
-/// The log output format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line, for log shippers.
-    Json,
+text_enum! {
+    /// The log output format (`LOG_FORMAT`).
+    pub enum LogFormat {
+        /// Human-readable lines.
+        Text = "text",
+        /// One JSON object per line, for log shippers.
+        Json = "json",
+    }
+}
+
+text_enum! {
+    /// The SMS providers (`SMS_PROVIDER`); also the name recorded in `sms_deliveries.provider`.
+    pub enum ProviderName {
+        /// Dev only: the code goes to the worker's log.
+        Log = "log",
+        /// Ronglian Cloud Communications (容联云通讯).
+        Ccp = "ccp",
+    }
 }
 
 /// Which SMS provider the worker sends through.
@@ -126,16 +141,15 @@ impl Settings {
     /// a variable that is absent or empty takes its default.
     pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let vars = Vars(&lookup);
-        let provider = match vars.str("SMS_PROVIDER", "log").as_str() {
-            "log" => ProviderSettings::Log,
-            "ccp" => ProviderSettings::Ccp(CcpSettings {
+        let provider = match vars.parse("SMS_PROVIDER", "log")? {
+            ProviderName::Log => ProviderSettings::Log,
+            ProviderName::Ccp => ProviderSettings::Ccp(CcpSettings {
                 base_url: vars.str("CCP_BASE_URL", "https://app.cloopen.com:8883").trim_end_matches('/').to_owned(),
                 account_sid: vars.required("CCP_ACCOUNT_SID")?,
                 auth_token: SecretString::from(vars.required("CCP_AUTH_TOKEN")?),
                 app_id: vars.required("CCP_APP_ID")?,
                 template_id: vars.str("CCP_TEMPLATE_ID", "1"),
             }),
-            other => return Err(invalid("SMS_PROVIDER", format!("{other:?}: expected log or ccp"))),
         };
         let amqp_prefix = vars.str("AMQP_PREFIX", "sms");
         if amqp_prefix.is_empty()
@@ -150,13 +164,7 @@ impl Settings {
             redis_key_prefix: vars.str("REDIS_KEY_PREFIX", ""),
             amqp_url: vars.str("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
             amqp_prefix,
-            amqp_queue_type: match vars.str("AMQP_QUEUE_TYPE", "quorum").as_str() {
-                "quorum" => QueueType::Quorum,
-                "classic" => QueueType::Classic,
-                other => {
-                    return Err(invalid("AMQP_QUEUE_TYPE", format!("{other:?}: expected quorum or classic")));
-                }
-            },
+            amqp_queue_type: vars.parse("AMQP_QUEUE_TYPE", "quorum")?,
             api_addr: vars.parse("API_ADDR", "0.0.0.0:8000")?,
             mobile_pattern: {
                 let pattern = vars.str("MOBILE_PATTERN", r"^1[3-9]\d{9}$");
@@ -201,11 +209,7 @@ impl Settings {
             sms_provider_timeout: vars.secs("SMS_PROVIDER_TIMEOUT_SECS", 5)?,
             provider,
             code_digest_key: SecretString::from(vars.str("CODE_DIGEST_KEY", DEV_CODE_DIGEST_KEY)),
-            log_format: match vars.str("LOG_FORMAT", "text").as_str() {
-                "text" => LogFormat::Text,
-                "json" => LogFormat::Json,
-                other => return Err(invalid("LOG_FORMAT", format!("{other:?}: expected text or json"))),
-            },
+            log_format: vars.parse("LOG_FORMAT", "text")?,
         };
         Ok(settings)
     }
@@ -218,6 +222,14 @@ impl Settings {
         }
         if matches!(self.provider, ProviderSettings::Log) {
             tracing::warn!("SMS_PROVIDER=log: codes are written to the worker's log, not sent");
+        }
+    }
+
+    /// The provider `SMS_PROVIDER` names.
+    pub fn provider_name(&self) -> ProviderName {
+        match &self.provider {
+            ProviderSettings::Log => ProviderName::Log,
+            ProviderSettings::Ccp(_) => ProviderName::Ccp,
         }
     }
 

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Timelike, Utc};
 
 use crate::{
-    BEIJING,
+    BEIJING, Settings,
     domain::{ImageCodeId, Mobile},
 };
 
@@ -56,6 +56,13 @@ impl Keys {
     /// `SMSAttempts_<mobile>`: wrong tries against the live SMS code.
     pub fn verify_attempts(&self, mobile: &Mobile) -> String {
         format!("{}SMSAttempts_{}", self.prefix, mobile.as_str())
+    }
+}
+
+impl From<&Settings> for Keys {
+    /// The keys of a deployment (`REDIS_KEY_PREFIX`).
+    fn from(settings: &Settings) -> Self {
+        Self::new(settings.redis_key_prefix.clone())
     }
 }
 

@@ -4,11 +4,13 @@
 //! - [`errno`]: the errno table of the JSON contract (numbers and messages).
 //! - [`keys`]: Redis key builders (`ImageCode_<id>`, `SMS_<mobile>`, rate-limit keys).
 //! - [`domain`]: newtypes made by `parse()` (mobile, image-code id, SMS code).
+//! - [`names`]: the text form of configuration and column enums.
 //! - [`cache`]: the Redis connection manager.
-//! - [`db`]: the PostgreSQL pool, migrations and the queries both processes run.
-//! - [`queue`]: the RabbitMQ topology, the send job and the confirming publisher.
-//! - [`health`]: the readiness checks of `/readyz`.
-//! - [`telemetry`], [`shutdown`]: logging set-up and the SIGTERM/SIGINT token.
+//! - [`db`]: the PostgreSQL pool and migrations, and the stores (`users`, `deliveries`)
+//!   that hold every SQL statement.
+//! - [`queue`]: the RabbitMQ contract: send job, topology, confirming publisher.
+//! - [`health`]: `/healthz`, `/readyz` and `/metrics`, served by api and worker alike.
+//! - [`telemetry`], [`shutdown`]: logging and metrics set-up, and the SIGTERM/SIGINT token.
 
 pub mod cache;
 pub mod config;
@@ -17,6 +19,7 @@ pub mod domain;
 pub mod errno;
 pub mod health;
 pub mod keys;
+pub mod names;
 pub mod queue;
 pub mod shutdown;
 pub mod telemetry;

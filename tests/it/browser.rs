@@ -7,9 +7,9 @@
 use std::{sync::Arc, time::Duration};
 
 use axum::{Router, extract::Path, http::StatusCode, routing::get};
+use providers::ccp::CcpProvider;
 use redis::AsyncCommands;
 use tests::{TestApp, TestResult, ccp_fake::CcpFake};
-use worker::providers::ccp::CcpProvider;
 
 #[tokio::test]
 async fn a_user_signs_up_in_a_real_browser_and_cannot_sign_up_twice() -> TestResult {

@@ -3,6 +3,7 @@
 use std::{sync::Arc, time::Duration};
 
 use clap::Parser;
+use providers::ccp::CcpProvider;
 use redis::AsyncCommands;
 use serde_json::Value;
 use tests::{
@@ -10,13 +11,12 @@ use tests::{
     ccp_fake::{AUTH_TOKEN, CcpFake, Reply},
     random_mobile, wait_until,
 };
-use worker::{ctl, providers::ccp::CcpProvider};
 
 /// Runs smsctl with `args` against `app`'s configuration: (success, output).
 async fn smsctl(app: &TestApp, args: &[&str]) -> TestResult<(bool, String)> {
-    let cli = ctl::Cli::try_parse_from(std::iter::once("smsctl").chain(args.iter().copied()))?;
+    let cli = smsctl::Cli::try_parse_from(std::iter::once("smsctl").chain(args.iter().copied()))?;
     let mut out = Vec::new();
-    let ok = ctl::run(cli, &app.settings, &mut out).await?;
+    let ok = smsctl::run(cli, &app.settings, &mut out).await?;
     Ok((ok, String::from_utf8(out)?))
 }
 

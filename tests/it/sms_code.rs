@@ -1,4 +1,4 @@
-//! `POST /passport/sms_code`: every errno branch of SPEC steps 1–10, the rate limits and
+//! `POST /passport/sms_code`: every errno branch of steps 1–10 (`docs/http-api.md`), the rate limits and
 //! bodies that must never get a 5xx.
 
 use std::time::Duration;

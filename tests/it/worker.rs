@@ -4,6 +4,7 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use lapin::options::BasicGetOptions;
+use providers::ccp::CcpProvider;
 use redis::AsyncCommands;
 use shared::{
     Settings,
@@ -16,7 +17,6 @@ use tests::{
     ccp_fake::{CcpFake, Reply},
     random_mobile, wait_until,
 };
-use worker::providers::ccp::CcpProvider;
 
 const WORKER_BIN: &str = env!("CARGO_BIN_EXE_worker-under-test");
 

@@ -1,5 +1,5 @@
 //! A local stand-in for the Ronglian (CCP) REST API that checks the real protocol
-//! (`shared/providers.md` §1.9): route, `sig`, `Authorization`, timestamp window, headers and
+//! (`docs/providers.md`): route, `sig`, `Authorization`, timestamp window, headers and
 //! body. A request that breaks the protocol gets the error `statusCode` the real server
 //! would send and is listed in [`CcpFake::violations`]. Replies can be scripted.
 

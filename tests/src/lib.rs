@@ -157,7 +157,7 @@ impl TestApp {
         let db = PgPool::connect(&format!("{}/{db_name}", pg_server_url())).await?;
         Ok(Self {
             base,
-            keys: Keys::new(settings.redis_key_prefix.clone()),
+            keys: Keys::from(&settings),
             topology: Topology::new(&settings),
             settings,
             http,
@@ -178,12 +178,12 @@ impl TestApp {
 
     /// Starts a worker on the same settings, with the `log` provider.
     pub fn spawn_worker(&mut self) -> SocketAddr {
-        self.spawn_worker_with(self.settings.clone(), Arc::new(worker::providers::log::LogProvider))
+        self.spawn_worker_with(self.settings.clone(), Arc::new(providers::log::LogProvider))
     }
 
     /// Starts a worker with its own settings and provider; returns the address of its
     /// `/healthz`, `/readyz` and `/metrics`.
-    pub fn spawn_worker_with(&mut self, settings: Settings, provider: Arc<dyn worker::SmsProvider>) -> SocketAddr {
+    pub fn spawn_worker_with(&mut self, settings: Settings, provider: Arc<dyn providers::SmsProvider>) -> SocketAddr {
         let shutdown = self.shutdown.child_token();
         let (listener, addr) = match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| {
             l.set_nonblocking(true)?;

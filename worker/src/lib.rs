@@ -1,27 +1,26 @@
 //! The worker: consumes send jobs, sends them through the SMS provider and records each
 //! delivery in PostgreSQL before acking.
 //!
-//! - [`consumer`]: connection, prefetch, the consume loop and graceful shutdown.
-//! - [`handle`]: one job, from the stale-code check to the recorded outcome.
-//! - [`retry`]: when to try again (pure).
-//! - [`ctl`]: `smsctl`, the ops command line.
-//! - [`ops`]: `/healthz`, `/readyz` and `/metrics` on `WORKER_METRICS_ADDR`.
-//! - [`providers`]: the `SmsProvider` trait and its implementations.
+//! - `state`: `WorkerState`, what every delivery shares.
+//! - `consumer`: connection, prefetch, the consume loop and graceful shutdown.
+//! - `deliver`: one job, from the stale-code check to the recorded outcome.
+//! - `retry`: when to try again (pure); `backoff`: waiting out a dependency that is down.
+//! - `endpoints`: `/healthz`, `/readyz` and `/metrics` on `WORKER_METRICS_ADDR`.
+//!
+//! The providers themselves are the `providers` crate; the ops command line is `smsctl`.
 
-pub mod consumer;
-pub mod ctl;
-pub mod handle;
-pub mod ops;
-pub mod providers;
-pub mod retry;
+mod backoff;
+mod consumer;
+mod deliver;
+mod endpoints;
+mod retry;
+mod state;
 
 use std::sync::Arc;
 
-use shared::Settings;
+use providers::SmsProvider;
+use shared::{Settings, StartError};
 use tokio_util::sync::CancellationToken;
-
-pub use providers::SmsProvider;
-pub use shared::StartError;
 
 /// Runs the worker with the provider of `SMS_PROVIDER` until `shutdown` is cancelled.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), StartError> {
@@ -41,10 +40,10 @@ pub async fn run_with_provider(
     settings.warn_about_dev_defaults();
     // Installed before the first request, so that no early metric is lost.
     shared::telemetry::metrics();
-    let ctx = Arc::new(handle::Ctx::connect(Arc::new(settings), provider, shutdown.clone()).await?);
+    let state = Arc::new(state::WorkerState::connect(Arc::new(settings), provider, shutdown.clone()).await?);
     tracing::info!(addr = %listener.local_addr()?, "worker endpoints listening");
-    let endpoints = tokio::spawn(ops::serve(ctx.clone(), listener, shutdown.clone()));
-    consumer::consume(ctx, shutdown).await;
+    let endpoints = tokio::spawn(endpoints::serve(state.clone(), listener, shutdown));
+    consumer::Consumer::new(state).run().await;
     // The endpoints stop with the same token; a failure there is not a reason to fail the exit.
     if let Ok(Err(e)) = endpoints.await {
         tracing::warn!(error = %e, "worker endpoints stopped with an error");

@@ -1,28 +1,24 @@
-//! `/passport/*`: the captcha and the SMS code request (the seed's Flask views).
+//! `/passport/*`: the captcha, the SMS code request and registration (the seed's Flask
+//! views). Handlers parse and answer; the work is in `sms.rs`, `account.rs` and `codes/`.
 
-use argon2::{Argon2, password_hash::PasswordHasher};
 use axum::{
     Extension,
     extract::{Query, State},
     http::header,
     response::{IntoResponse, Response},
 };
-use redis::AsyncCommands;
 use serde::Deserialize;
-use shared::{
-    db,
-    domain::{ImageCodeId, Mobile, SmsCode},
-    queue::SendJob,
-};
+use shared::domain::{ImageCodeId, Mobile};
 use tower_http::request_id::RequestId;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::{
-    AppState, captcha,
+    account, captcha,
+    codes::Attempt,
     error::{ApiError, Reply},
     extract::{ClientIp, JsonBody, required},
-    limits::{self, Attempt},
-    verify,
+    sms,
+    state::AppState,
 };
 
 /// Query of `GET /passport/image_code`.
@@ -63,15 +59,9 @@ pub async fn image_code(
     let id = ImageCodeId::parse(&raw).map_err(|_| ApiError::InvalidParam("图片验证码编号不正确"))?;
 
     let generated = tokio::task::spawn_blocking(captcha::generate)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .await?
         .ok_or_else(|| ApiError::Internal("captcha generation failed".into()))?;
-
-    let mut redis = state.redis.clone();
-    let () = redis
-        .set_ex(state.keys.image_code(&id), &generated.text, state.settings.image_code_ttl.as_secs())
-        .await
-        .map_err(|source| ApiError::Redis { errmsg: "保存图片验证码失败", source })?;
+    state.codes.store_captcha(&id, &generated.text).await?;
 
     Ok(([(header::CONTENT_TYPE, "image/png"), (header::CACHE_CONTROL, "no-store")], generated.png).into_response())
 }
@@ -93,7 +83,8 @@ pub struct SmsCodeRequest {
     pub image_code_id: String,
 }
 
-/// `POST /passport/sms_code {"mobile", "image_code", "image_code_id"}`: SPEC steps 1–10.
+/// `POST /passport/sms_code {"mobile", "image_code", "image_code_id"}`: steps 1–2 here, 3–10
+/// in [`sms::request_code`] (`docs/http-api.md` lists them).
 #[utoipa::path(
     post,
     path = "/passport/sms_code",
@@ -125,76 +116,9 @@ pub async fn sms_code(
 
     let request_id = request_id.and_then(|Extension(id)| id.header_value().to_str().ok().map(str::to_owned));
     let attempt = Attempt { mobile: &mobile, image_code_id: &image_code_id, typed: image_code, ip };
-    request_code(&state, &attempt, request_id).await?;
+    sms::request_code(&state, &attempt, request_id).await?;
     Ok(Reply::ok("发送成功"))
 }
-
-/// Steps 3–10 for an already parsed request: everything `sms_code` does with Redis,
-/// PostgreSQL and the broker (the benchmark's bare pipeline calls this directly).
-pub async fn request_code(state: &AppState, attempt: &Attempt<'_>, request_id: Option<String>) -> Result<(), ApiError> {
-    // 3–5. GETDEL the captcha, compare, take the rate limits: one atomic round trip.
-    limits::check(state, attempt).await?;
-
-    // From here on, a failure gives back the cooldown and daily count it took.
-    match send_code(state, attempt.mobile, request_id).await {
-        Ok(()) => Ok(()),
-        Err((error, stored)) => {
-            limits::release(state, attempt.mobile, stored.as_ref()).await;
-            Err(error)
-        }
-    }
-}
-
-/// Steps 6–9. On failure, also returns the code if one was stored, so it can be removed.
-async fn send_code(
-    state: &AppState,
-    mobile: &Mobile,
-    request_id: Option<String>,
-) -> Result<(), (ApiError, Option<SmsCode>)> {
-    // 6. not registered yet
-    let exists = tokio::time::timeout(state.settings.dependency_timeout, db::user_exists(&state.db, mobile.as_str()))
-        .await
-        .unwrap_or(Err(sqlx::Error::PoolTimedOut))
-        .map_err(|source| (ApiError::Database { errmsg: "数据库查询错误", source }, None))?;
-    if exists {
-        return Err((ApiError::MobileTaken, None));
-    }
-
-    // 7. a fresh code from a CSPRNG
-    let code = SmsCode::generate();
-
-    // 8. store it (and reset the wrong-try counter of the previous code) in one round trip
-    let stored: redis::RedisResult<()> = redis::pipe()
-        .atomic()
-        .set_ex(state.keys.sms_code(mobile), code.expose(), state.settings.sms_code_ttl.as_secs())
-        .ignore()
-        .del(state.keys.verify_attempts(mobile))
-        .ignore()
-        .query_async(&mut state.redis.clone())
-        .await;
-    if let Err(source) = stored {
-        return Err((ApiError::Redis { errmsg: "保存短信验证码失败", source }, None));
-    }
-
-    // 9. queue the send job and wait for the broker's confirm
-    let mut job = SendJob::new(
-        mobile.clone(),
-        code.clone(),
-        state.settings.provider_template_id().to_owned(),
-        state.settings.sms_code_ttl,
-    );
-    job.request_id = request_id;
-    if let Err(e) = state.publisher.publish(&job).await {
-        return Err((ApiError::Broker(e), Some(code)));
-    }
-    tracing::info!(job_id = %job.id, mobile = %mobile.masked(), "sms job queued");
-    Ok(())
-}
-
-/// Passwords shorter than this are refused.
-const PASSWORD_MIN_CHARS: usize = 8;
-/// Passwords longer than this are refused (argon2 cost grows with length).
-const PASSWORD_MAX_CHARS: usize = 128;
 
 /// Body of `POST /passport/register`.
 #[derive(Deserialize, ToSchema)]
@@ -236,30 +160,6 @@ pub async fn register(
         return Err(ApiError::MissingParams);
     };
     let mobile = Mobile::parse(mobile, &state.settings.mobile_pattern).map_err(|_| ApiError::BadMobile)?;
-    if !(PASSWORD_MIN_CHARS..=PASSWORD_MAX_CHARS).contains(&password.chars().count()) {
-        return Err(ApiError::InvalidParam("密码长度应为8-128位"));
-    }
-
-    verify::consume_code(&state, &mobile, sms_code).await?;
-
-    // Hashing takes tens of milliseconds of CPU: off the async runtime.
-    let password = password.to_owned();
-    let hash = tokio::task::spawn_blocking(move || {
-        Argon2::default().hash_password(password.as_bytes()).map(|h| h.to_string())
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
-    .map_err(|e| ApiError::Internal(format!("argon2: {e}")))?;
-
-    // The unique constraint decides: two concurrent registers cannot both create the user.
-    let created =
-        tokio::time::timeout(state.settings.dependency_timeout, db::create_user(&state.db, mobile.as_str(), &hash))
-            .await
-            .unwrap_or(Err(sqlx::Error::PoolTimedOut))
-            .map_err(|source| ApiError::Database { errmsg: "数据保存失败", source })?;
-    if !created {
-        return Err(ApiError::MobileTaken);
-    }
-    tracing::info!(mobile = %mobile.masked(), "user registered");
+    account::register(&state, &mobile, sms_code, password).await?;
     Ok(Reply::ok("注册成功"))
 }

@@ -1,14 +1,8 @@
-//! SMS providers behind one trait, so the worker's logic does not depend on which one sends.
-
-pub mod ccp;
-pub mod log;
-
-use std::sync::Arc;
+//! The provider interface: one message in, accepted or a classified failure out.
 
 use futures_util::future::BoxFuture;
 use shared::{
-    Settings,
-    config::ProviderSettings,
+    config::ProviderName,
     domain::{Mobile, SmsCode},
 };
 
@@ -49,17 +43,9 @@ pub enum SendError {
 
 /// Something that can send a templated SMS.
 pub trait SmsProvider: Send + Sync {
-    /// The name recorded in `sms_deliveries.provider`.
-    fn name(&self) -> &'static str;
+    /// The name recorded in `sms_deliveries.provider` and in metrics labels.
+    fn name(&self) -> ProviderName;
 
     /// Sends one message.
     fn send<'a>(&'a self, message: &'a Message<'a>) -> BoxFuture<'a, Result<Accepted, SendError>>;
-}
-
-/// The provider `SMS_PROVIDER` selects.
-pub fn from_settings(settings: &Settings) -> Result<Arc<dyn SmsProvider>, reqwest::Error> {
-    Ok(match &settings.provider {
-        ProviderSettings::Log => Arc::new(log::LogProvider),
-        ProviderSettings::Ccp(ccp) => Arc::new(ccp::CcpProvider::new(ccp.clone(), settings.sms_provider_timeout)?),
-    })
 }

@@ -3,14 +3,16 @@
 
 use futures_util::future::BoxFuture;
 
-use super::{Accepted, Message, SendError, SmsProvider};
+use shared::config::ProviderName;
+
+use crate::provider::{Accepted, Message, SendError, SmsProvider};
 
 /// `SMS_PROVIDER=log`.
 pub struct LogProvider;
 
 impl SmsProvider for LogProvider {
-    fn name(&self) -> &'static str {
-        "log"
+    fn name(&self) -> ProviderName {
+        ProviderName::Log
     }
 
     fn send<'a>(&'a self, message: &'a Message<'a>) -> BoxFuture<'a, Result<Accepted, SendError>> {

@@ -1,5 +1,5 @@
-//! Ronglian Cloud Communications (容联云通讯, "CCP") template SMS over its REST API, as
-//! `shared/providers.md` §1 describes it: `sig` = upper-case MD5 of sid + token + timestamp,
+//! Ronglian Cloud Communications (容联云通讯, "CCP") template SMS over its REST API
+//! (`docs/providers.md`): `sig` = upper-case MD5 of sid + token + timestamp,
 //! `Authorization` = base64 of `sid:timestamp`, timestamp in Beijing time.
 
 use base64::{Engine, engine::general_purpose::STANDARD};
@@ -8,9 +8,9 @@ use futures_util::future::BoxFuture;
 use md5::{Digest, Md5};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
-use shared::config::CcpSettings;
+use shared::config::{CcpSettings, ProviderName};
 
-use super::{Accepted, Message, SendError, SmsProvider};
+use crate::provider::{Accepted, Message, SendError, SmsProvider};
 
 /// The REST API version segment; fixed by the provider.
 const VERSION: &str = "2013-12-26";
@@ -78,7 +78,7 @@ const OK: &str = "000000";
 /// `reqId` already used: an earlier attempt of this job was accepted.
 const DUPLICATE_REQUEST: &str = "160054";
 
-/// Whether a non-success status code is worth retrying (providers.md §1.7): internal
+/// Whether a non-success status code is worth retrying (`docs/providers.md`): internal
 /// errors, busy channels, concurrency limits and generic send failures. Everything else —
 /// credentials, configuration, recipient, and the provider's frequency caps for this
 /// number (160038–160041, 112314, 160056) — is permanent.
@@ -90,8 +90,8 @@ pub fn is_transient(code: &str) -> bool {
 }
 
 impl SmsProvider for CcpProvider {
-    fn name(&self) -> &'static str {
-        "ccp"
+    fn name(&self) -> ProviderName {
+        ProviderName::Ccp
     }
 
     fn send<'a>(&'a self, message: &'a Message<'a>) -> BoxFuture<'a, Result<Accepted, SendError>> {
@@ -174,7 +174,7 @@ mod tests {
 
     #[test]
     fn signature_matches_the_worked_example() {
-        // shared/providers.md §1.6
+        // The worked example of docs/providers.md.
         let (sig, authorization) =
             sign("aaf98f894032b237014047963bb9009d", "3d8e4ab5a8a44b0e8a3fcb2c3c1d6b3e", "20140416142030");
         assert_eq!(sig, "3BC8F98861B68CC939B46D2C25DCB7FD");

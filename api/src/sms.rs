@@ -1,0 +1,70 @@
+//! The send pipeline of `POST /passport/sms_code`, steps 3–10, for an already parsed request:
+//! everything it does with Redis, PostgreSQL and the broker. The handler parses; this sends.
+//! (The benchmark's bare pipeline calls [`request_code`] directly.)
+
+use shared::{
+    db::{self, users},
+    domain::{Mobile, SmsCode},
+    queue::SendJob,
+};
+
+use crate::{
+    codes::Attempt,
+    error::{ApiError, ResultExt},
+    state::AppState,
+};
+
+/// Why the pipeline stopped after the rate limits were taken: the answer, and the code if
+/// one was stored, so that it can be removed as the limits are given back.
+struct SendFailure {
+    error: ApiError,
+    stored: Option<SmsCode>,
+}
+
+impl From<ApiError> for SendFailure {
+    fn from(error: ApiError) -> Self {
+        Self { error, stored: None }
+    }
+}
+
+/// Steps 3–10: consume the captcha and take the rate limits, then check, store and queue.
+/// A failure after the limits were taken gives them back.
+pub async fn request_code(state: &AppState, attempt: &Attempt<'_>, request_id: Option<String>) -> Result<(), ApiError> {
+    // 3–5. GETDEL the captcha, compare, take the rate limits: one atomic round trip.
+    state.codes.check_captcha_and_limits(attempt).await?;
+
+    match send_code(state, attempt.mobile, request_id).await {
+        Ok(()) => Ok(()),
+        Err(SendFailure { error, stored }) => {
+            state.codes.give_back(attempt.mobile, stored.as_ref()).await;
+            Err(error)
+        }
+    }
+}
+
+/// Steps 6–9.
+async fn send_code(state: &AppState, mobile: &Mobile, request_id: Option<String>) -> Result<(), SendFailure> {
+    // 6. not registered yet
+    let exists = db::within(state.settings.dependency_timeout, users::exists(&state.db, mobile))
+        .await
+        .errmsg("数据库查询错误")?;
+    if exists {
+        return Err(ApiError::MobileTaken.into());
+    }
+
+    // 7. a fresh code from a CSPRNG
+    let code = SmsCode::generate();
+
+    // 8. store it (and reset the wrong-try counter of the previous code) in one round trip
+    state.codes.store_code(mobile, &code).await?;
+
+    // 9. queue the send job and wait for the broker's confirm
+    let settings = &state.settings;
+    let mut job = SendJob::new(mobile.clone(), code, settings.provider_template_id().to_owned(), settings.sms_code_ttl);
+    job.request_id = request_id;
+    if let Err(e) = state.publisher.publish(&job).await {
+        return Err(SendFailure { error: ApiError::Broker(e), stored: Some(job.code) });
+    }
+    tracing::info!(job_id = %job.id, mobile = %mobile.masked(), "sms job queued");
+    Ok(())
+}

@@ -1,0 +1,337 @@
+//! `sms_deliveries`: one row per send job. The worker records each attempt and its outcome
+//! here before it acks; smsctl lists, counts and replays from here.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Serialize, Serializer};
+use sqlx::{
+    Decode, Encode, PgExecutor, PgPool, Postgres, Type,
+    encode::IsNull,
+    error::BoxDynError,
+    postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef},
+};
+use uuid::Uuid;
+
+use crate::names::text_enum;
+
+text_enum! {
+    /// The status of a delivery, as stored in `sms_deliveries.status` (a check-constrained
+    /// text column).
+    pub enum DeliveryStatus {
+        /// A worker is sending it now (or crashed while doing so: the job will be redelivered).
+        Sending = "sending",
+        /// The provider accepted it.
+        Sent = "sent",
+        /// A transient failure; a retry is scheduled.
+        Retrying = "retrying",
+        /// Given up: permanent failure or retries exhausted.
+        Failed = "failed",
+        /// The code expired before it could be sent.
+        Expired = "expired",
+        /// A newer code replaced this one before it could be sent.
+        Superseded = "superseded",
+    }
+}
+
+impl Type<Postgres> for DeliveryStatus {
+    fn type_info() -> PgTypeInfo {
+        <&str as Type<Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <&str as Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl Encode<'_, Postgres> for DeliveryStatus {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        <&str as Encode<Postgres>>::encode(self.as_str(), buf)
+    }
+}
+
+impl Decode<'_, Postgres> for DeliveryStatus {
+    fn decode(value: PgValueRef<'_>) -> Result<Self, BoxDynError> {
+        Ok(<&str as Decode<Postgres>>::decode(value)?.parse()?)
+    }
+}
+
+impl Serialize for DeliveryStatus {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+/// One row of `sms_deliveries`.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct Delivery {
+    /// Job id.
+    pub id: Uuid,
+    /// Recipient.
+    pub mobile: String,
+    /// Provider template.
+    pub template_id: String,
+    /// The provider of the latest attempt.
+    pub provider: String,
+    /// Status.
+    pub status: DeliveryStatus,
+    /// Attempts made.
+    pub attempts: i32,
+    /// Why the last attempt failed (or a note on its success).
+    pub last_error: Option<String>,
+    /// The provider's message id.
+    pub provider_message_id: Option<String>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// When the provider accepted it.
+    pub sent_at: Option<DateTime<Utc>>,
+    /// The delivery this one replays.
+    pub replay_of: Option<Uuid>,
+    /// HMAC of job id and code under `CODE_DIGEST_KEY` (never printed).
+    #[serde(skip)]
+    pub code_digest: String,
+}
+
+/// What the worker knows of a job when it starts an attempt.
+pub struct NewAttempt<'a> {
+    /// The job id (`sms_deliveries.id`).
+    pub id: Uuid,
+    /// The recipient.
+    pub mobile: &'a str,
+    /// The provider template.
+    pub template_id: &'a str,
+    /// The provider's name.
+    pub provider: &'a str,
+    /// `code_digest` of job id and code.
+    pub code_digest: &'a str,
+}
+
+/// How an attempt may proceed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AttemptStart {
+    /// The row is now `sending`; this is attempt number `attempts`.
+    Proceed {
+        /// Attempts made so far, this one included.
+        attempts: i32,
+    },
+    /// The job already reached a final status (a redelivery): do not send again.
+    AlreadyFinal(DeliveryStatus),
+}
+
+/// Records the start of an attempt: inserts the row, or moves a `sending`/`retrying` row to
+/// `sending` and counts the attempt. A row already final is left alone and reported.
+#[tracing::instrument(skip_all, fields(job_id = %attempt.id))]
+pub async fn start_attempt(db: &PgPool, attempt: &NewAttempt<'_>) -> Result<AttemptStart, sqlx::Error> {
+    let attempts: Option<i32> = sqlx::query_scalar(
+        r#"
+        insert into sms_deliveries (id, mobile, template_id, provider, status, attempts, code_digest)
+        values ($1, $2, $3, $4, 'sending', 1, $5)
+        on conflict (id) do update
+        set status = 'sending', attempts = sms_deliveries.attempts + 1, provider = excluded.provider, updated_at = now()
+        where sms_deliveries.status in ('sending', 'retrying')
+        returning attempts
+        "#,
+    )
+    .bind(attempt.id)
+    .bind(attempt.mobile)
+    .bind(attempt.template_id)
+    .bind(attempt.provider)
+    .bind(attempt.code_digest)
+    .fetch_optional(db)
+    .await?;
+    if let Some(attempts) = attempts {
+        return Ok(AttemptStart::Proceed { attempts });
+    }
+    let status: DeliveryStatus = sqlx::query_scalar(
+        r#"
+        select status from sms_deliveries where id = $1
+        "#,
+    )
+    .bind(attempt.id)
+    .fetch_one(db)
+    .await?;
+    Ok(AttemptStart::AlreadyFinal(status))
+}
+
+/// The outcome of one attempt, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptOutcome {
+    /// The new status.
+    pub status: DeliveryStatus,
+    /// The provider's id for the message, when it accepted it.
+    pub provider_message_id: Option<String>,
+    /// Why it failed, or a note on its acceptance.
+    pub last_error: Option<String>,
+}
+
+/// Records the outcome of an attempt. Must be committed before the job is acked.
+#[tracing::instrument(skip_all, fields(job_id = %id, status = outcome.status.as_str()))]
+pub async fn finish_attempt(db: impl PgExecutor<'_>, id: Uuid, outcome: &AttemptOutcome) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        r#"
+        update sms_deliveries
+        set status = $2,
+            provider_message_id = coalesce($3, provider_message_id),
+            last_error = $4,
+            sent_at = case when $2 = 'sent' then now() else sent_at end,
+            updated_at = now()
+        where id = $1
+        "#,
+    )
+    .bind(id)
+    .bind(outcome.status)
+    .bind(outcome.provider_message_id.as_deref())
+    .bind(outcome.last_error.as_deref())
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Which deliveries to list.
+#[derive(Debug, Default)]
+pub struct Filter<'a> {
+    /// Only this status.
+    pub status: Option<DeliveryStatus>,
+    /// Only this mobile.
+    pub mobile: Option<&'a str>,
+    /// Only rows created within this window.
+    pub since: Option<Duration>,
+    /// At most this many rows (all when `None`).
+    pub limit: Option<i64>,
+}
+
+/// Deliveries matching `filter`, newest first.
+#[tracing::instrument(skip_all)]
+pub async fn list(db: impl PgExecutor<'_>, filter: &Filter<'_>) -> Result<Vec<Delivery>, sqlx::Error> {
+    sqlx::query_as(
+        r#"
+        select *
+        from sms_deliveries
+        where ($1::text is null or status = $1)
+          and ($2::text is null or mobile = $2)
+          and ($3::timestamptz is null or created_at >= $3)
+        order by created_at desc
+        limit $4
+        "#,
+    )
+    .bind(filter.status)
+    .bind(filter.mobile)
+    .bind(filter.since.map(ago))
+    .bind(filter.limit)
+    .fetch_all(db)
+    .await
+}
+
+/// The deliveries with these ids, oldest first.
+#[tracing::instrument(skip_all)]
+pub async fn by_ids(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<Vec<Delivery>, sqlx::Error> {
+    sqlx::query_as(
+        r#"
+        select *
+        from sms_deliveries
+        where id = any($1)
+        order by created_at
+        "#,
+    )
+    .bind(ids)
+    .fetch_all(db)
+    .await
+}
+
+/// How many deliveries were created within `since`, by status.
+#[tracing::instrument(skip_all)]
+pub async fn count_by_status(
+    db: impl PgExecutor<'_>,
+    since: Duration,
+) -> Result<Vec<(DeliveryStatus, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        r#"
+        select status, count(*)
+        from sms_deliveries
+        where created_at >= $1
+        group by status
+        order by status
+        "#,
+    )
+    .bind(ago(since))
+    .fetch_all(db)
+    .await
+}
+
+/// The delivery that replays `id`, if there is one.
+#[tracing::instrument(skip_all)]
+pub async fn replayed_as(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        r#"
+        select id
+        from sms_deliveries
+        where replay_of = $1
+        "#,
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// A replay of a failed delivery, about to be queued.
+pub struct NewReplay<'a> {
+    /// The new job's id.
+    pub id: Uuid,
+    /// The delivery it replays.
+    pub replay_of: Uuid,
+    /// The recipient.
+    pub mobile: &'a str,
+    /// The provider template.
+    pub template_id: &'a str,
+    /// The provider of the replayed delivery.
+    pub provider: &'a str,
+    /// `code_digest` of the new job id and the code.
+    pub code_digest: &'a str,
+}
+
+/// Claims the replay of a delivery by inserting its `retrying` row; `false` when another
+/// replay of the same delivery exists (the unique index on `replay_of` decides, so two
+/// concurrent smsctl runs cannot both claim it).
+#[tracing::instrument(skip_all, fields(job_id = %replay.id))]
+pub async fn claim_replay(db: impl PgExecutor<'_>, replay: &NewReplay<'_>) -> Result<bool, sqlx::Error> {
+    let claimed: Option<Uuid> = sqlx::query_scalar(
+        r#"
+        insert into sms_deliveries (id, mobile, template_id, provider, status, attempts, code_digest, replay_of)
+        values ($1, $2, $3, $4, 'retrying', 0, $5, $6)
+        on conflict do nothing
+        returning id
+        "#,
+    )
+    .bind(replay.id)
+    .bind(replay.mobile)
+    .bind(replay.template_id)
+    .bind(replay.provider)
+    .bind(replay.code_digest)
+    .bind(replay.replay_of)
+    .fetch_optional(db)
+    .await?;
+    Ok(claimed.is_some())
+}
+
+/// Removes a delivery row (a replay claim whose job could not be queued).
+#[tracing::instrument(skip_all, fields(job_id = %id))]
+pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        r#"
+        delete from sms_deliveries
+        where id = $1
+        "#,
+    )
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The instant `window` ago (the distant past for a window too large to subtract).
+fn ago(window: Duration) -> DateTime<Utc> {
+    let window = chrono::TimeDelta::from_std(window).unwrap_or(chrono::TimeDelta::MAX);
+    Utc::now().checked_sub_signed(window).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}

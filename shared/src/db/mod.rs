@@ -1,0 +1,73 @@
+//! PostgreSQL: the pool, the migrations, and the stores: every SQL statement of the product
+//! lives in one of these modules.
+//!
+//! - [`users`]: the registered mobiles.
+//! - [`deliveries`]: `sms_deliveries`, one row per send job.
+
+pub mod deliveries;
+pub mod users;
+
+use std::{future::Future, str::FromStr, time::Duration};
+
+use sqlx::{
+    PgPool, Postgres,
+    migrate::MigrateDatabase,
+    postgres::{PgConnectOptions, PgPoolOptions},
+};
+
+use crate::Settings;
+
+/// The embedded migrations (`migrations/` at the workspace root).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Connects to `DATABASE_URL`, creating the database when it is missing (a developer
+/// machine needs no manual `createdb`), and applies the migrations.
+pub async fn connect_and_migrate(settings: &Settings, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    let url = &settings.database_url;
+    if !Postgres::database_exists(url).await? {
+        // Another process (the worker next to this api) may win the race: fine.
+        if let Err(e) = Postgres::create_database(url).await
+            && !Postgres::database_exists(url).await?
+        {
+            return Err(e);
+        }
+    }
+    let pool = pool_options(settings, max_connections)
+        .idle_timeout(Duration::from_secs(300))
+        .connect_with(PgConnectOptions::from_str(url)?)
+        .await?;
+    MIGRATOR.run(&pool).await?;
+    Ok(pool)
+}
+
+/// Connects to an existing, migrated database without migrating it (smsctl: a short-lived
+/// command that only reads and writes a few rows).
+pub async fn connect(settings: &Settings, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    pool_options(settings, max_connections).connect(&settings.database_url).await
+}
+
+fn pool_options(settings: &Settings, max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new().max_connections(max_connections).acquire_timeout(settings.dependency_timeout)
+}
+
+/// Runs a query, giving up after `limit` (`DEPENDENCY_TIMEOUT_MS`) as if the pool had timed
+/// out: a request path never waits longer than its budget for PostgreSQL.
+pub async fn within<T>(limit: Duration, query: impl Future<Output = Result<T, sqlx::Error>>) -> Result<T, sqlx::Error> {
+    tokio::time::timeout(limit, query).await.unwrap_or(Err(sqlx::Error::PoolTimedOut))
+}
+
+/// Whether an error means "PostgreSQL is unreachable right now" (worth waiting for) rather
+/// than a bug or bad data.
+pub fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // Class 08: connection exception; 57P0x: the server is shutting down or terminated us.
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    }
+}

@@ -1,0 +1,221 @@
+//! A reconnecting publisher that sends jobs with `mandatory` set and waits for the broker's
+//! confirm before it reports success.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use chrono::Utc;
+use lapin::{
+    BasicProperties, Channel, Connection,
+    options::{BasicPublishOptions, ConfirmSelectOptions},
+};
+use rand::Rng;
+use uuid::Uuid;
+
+use super::{connection::connect, job::SendJob, topology::Topology};
+use crate::Settings;
+
+/// Why a job was not queued.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The broker is unreachable or the connection/channel failed.
+    #[error("broker unavailable: {0}")]
+    Broker(#[from] lapin::Error),
+    /// The broker did not confirm in time.
+    #[error("broker did not confirm within {0:?}")]
+    Timeout(Duration),
+    /// The broker refused the message (nack).
+    #[error("broker refused the message")]
+    Nacked,
+    /// No queue is bound for the routing key (the topology is missing).
+    #[error("message was unroutable and returned by the broker")]
+    Returned,
+    /// The job could not be serialised.
+    #[error("could not encode the job: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Publishes jobs with `mandatory` set and waits for the broker's confirm.
+///
+/// One connection with a few confirm-mode channels, shared by every request (a lapin
+/// channel takes concurrent publishes and resolves each confirm on its own): nothing is
+/// opened per publish. The connection is opened on first use and again after it dies,
+/// declaring the topology each time.
+#[derive(Clone)]
+pub struct Publisher {
+    inner: Arc<PublisherInner>,
+}
+
+struct PublisherInner {
+    settings: Arc<Settings>,
+    topology: Topology,
+    name: String,
+    live: std::sync::RwLock<Option<Live>>,
+    /// Held while (re)connecting, so that one task connects and the others wait for it.
+    reconnect: tokio::sync::Mutex<()>,
+    /// When the last connection attempt failed: callers within [`RECONNECT_PAUSE`] fail fast
+    /// instead of queueing up behind new attempts against a broker that is down.
+    last_failure: std::sync::Mutex<Option<std::time::Instant>>,
+    next: AtomicUsize,
+}
+
+struct Live {
+    _connection: Connection,
+    channels: Vec<Channel>,
+}
+
+/// Channels per publisher: a few, so one slow confirm does not hold up the others.
+const CHANNELS: usize = 4;
+
+/// How long after a failed connection attempt publishes fail without a new attempt.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
+
+impl Publisher {
+    /// A publisher for `settings`; connects lazily.
+    pub fn new(settings: Arc<Settings>, name: &str) -> Self {
+        let topology = Topology::new(&settings);
+        Self {
+            inner: Arc::new(PublisherInner {
+                settings,
+                topology,
+                name: name.to_owned(),
+                live: std::sync::RwLock::new(None),
+                reconnect: tokio::sync::Mutex::new(()),
+                last_failure: std::sync::Mutex::new(None),
+                next: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    /// Connects now (declaring the topology) instead of on the first publish.
+    pub async fn connect(&self) -> Result<(), PublishError> {
+        self.channel().await.map(drop)
+    }
+
+    /// Whether the broker connection is up (connecting if it is not).
+    pub async fn is_ready(&self) -> bool {
+        self.connect().await.is_ok()
+    }
+
+    /// Publishes `job` to the send queue and waits for the confirm.
+    #[tracing::instrument(skip_all, fields(job_id = %job.id))]
+    pub async fn publish(&self, job: &SendJob) -> Result<(), PublishError> {
+        self.publish_with_key(Topology::SEND_KEY, job, None).await
+    }
+
+    /// Publishes `job` to the retry queue of `delay` and waits for the confirm.
+    ///
+    /// Jittered: the message's own expiration is up to 10% shorter than the queue's TTL, so
+    /// jobs that failed together do not all come back at the same instant. (A message can
+    /// only leave a TTL queue early, never late: the queue's TTL bounds the delay.)
+    #[tracing::instrument(skip_all, fields(job_id = %job.id))]
+    pub async fn publish_retry(&self, delay: Duration, job: &SendJob) -> Result<(), PublishError> {
+        let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        let jitter = rand::rng().random_range(0..=delay_ms / 10);
+        self.publish_with_key(&Topology::retry_key(delay), job, Some(delay_ms - jitter)).await
+    }
+
+    async fn publish_with_key(&self, key: &str, job: &SendJob, expiration_ms: Option<u64>) -> Result<(), PublishError> {
+        let payload = serde_json::to_vec(job)?;
+        let limit = self.inner.settings.dependency_timeout;
+        match tokio::time::timeout(limit, self.publish_bytes(key, &payload, job.id, expiration_ms)).await {
+            Ok(result) => result,
+            Err(_) => Err(PublishError::Timeout(limit)),
+        }
+    }
+
+    async fn publish_bytes(
+        &self,
+        routing_key: &str,
+        payload: &[u8],
+        id: Uuid,
+        expiration_ms: Option<u64>,
+    ) -> Result<(), PublishError> {
+        let channel = self.channel().await?;
+        let mut properties = BasicProperties::default()
+            .with_content_type("application/json".into())
+            // 2 = persistent: the message survives a broker restart.
+            .with_delivery_mode(2)
+            .with_message_id(id.to_string().into())
+            .with_timestamp(u64::try_from(Utc::now().timestamp()).unwrap_or(0));
+        if let Some(ms) = expiration_ms {
+            properties = properties.with_expiration(ms.to_string().into());
+        }
+        // mandatory: an unroutable message comes back instead of being dropped silently.
+        let options = BasicPublishOptions { mandatory: true, ..Default::default() };
+        let confirm = channel
+            .basic_publish(self.inner.topology.exchange().into(), routing_key.into(), options, payload, properties)
+            .await?
+            .await?;
+        if confirm.is_nack() {
+            return Err(PublishError::Nacked);
+        }
+        if confirm.take_message().is_some() {
+            return Err(PublishError::Returned);
+        }
+        Ok(())
+    }
+
+    /// A connected channel: one of the live ones, or a fresh connection's.
+    async fn channel(&self) -> Result<Channel, PublishError> {
+        if let Some(channel) = self.pick() {
+            return Ok(channel);
+        }
+        let _reconnecting = self.inner.reconnect.lock().await;
+        // Another task may have reconnected while this one waited.
+        if let Some(channel) = self.pick() {
+            return Ok(channel);
+        }
+        let recently_failed =
+            self.inner.last_failure.lock().map(|t| t.is_some_and(|t| t.elapsed() < RECONNECT_PAUSE)).unwrap_or(false);
+        if recently_failed {
+            return Err(PublishError::Broker(
+                lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed).into(),
+            ));
+        }
+        match self.open().await {
+            Ok(live) => {
+                let channel = live.channels.first().cloned();
+                if let Ok(mut slot) = self.inner.live.write() {
+                    *slot = Some(live);
+                }
+                channel.ok_or(PublishError::Broker(
+                    lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed).into(),
+                ))
+            }
+            Err(e) => {
+                if let Ok(mut t) = self.inner.last_failure.lock() {
+                    *t = Some(std::time::Instant::now());
+                }
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The next live channel, round robin; `None` when there is no healthy connection.
+    fn pick(&self) -> Option<Channel> {
+        let live = self.inner.live.read().ok()?;
+        let channels = &live.as_ref()?.channels;
+        let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % channels.len().max(1);
+        channels.get(i).filter(|c| c.status().connected()).cloned()
+    }
+
+    async fn open(&self) -> Result<Live, lapin::Error> {
+        let connection = connect(&self.inner.settings, &self.inner.name).await?;
+        let mut channels = Vec::with_capacity(CHANNELS);
+        for _ in 0..CHANNELS {
+            let channel = connection.create_channel().await?;
+            if channels.is_empty() {
+                self.inner.topology.declare(&channel).await?;
+            }
+            channel.confirm_select(ConfirmSelectOptions::default()).await?;
+            channels.push(channel);
+        }
+        Ok(Live { _connection: connection, channels })
+    }
+}

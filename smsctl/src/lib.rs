@@ -1,0 +1,70 @@
+//! `smsctl`: what on-call engineers run to see deliveries and to resend the failed ones
+//! whose code is still live, without writing SQL.
+//!
+//! - [`Cli`] (`cli.rs`): the subcommands and flags.
+//! - `replay.rs`: replaying a failed delivery at most once.
+//! - `print.rs`: tables and JSON lines.
+//!
+//! Every statement it runs is in `shared::db::deliveries`.
+
+mod cli;
+mod error;
+mod print;
+mod replay;
+
+use std::io::Write;
+
+pub use cli::{Cli, Command};
+pub use error::CtlError;
+use replay::{Replayer, Summary};
+use shared::{
+    Settings, StartError,
+    db::{self, deliveries},
+};
+
+/// PostgreSQL connections: smsctl runs one statement at a time.
+const DB_POOL_SIZE: u32 = 2;
+
+/// Runs `cli`, writing to `out`. `Ok(false)` when something failed (exit status 1).
+pub async fn run(cli: Cli, settings: &Settings, out: &mut impl Write) -> Result<bool, CtlError> {
+    let db = db::connect(settings, DB_POOL_SIZE).await.map_err(StartError::from)?;
+    match cli.command {
+        Command::Deliveries { status, mobile, since, limit, json } => {
+            let filter = deliveries::Filter { status, mobile: mobile.as_deref(), since, limit: Some(limit) };
+            print::deliveries(out, &deliveries::list(&db, &filter).await?, json)?;
+            Ok(true)
+        }
+        Command::Stats { since, json } => {
+            print::stats(out, &deliveries::count_by_status(&db, since).await?, since, json)?;
+            Ok(true)
+        }
+        Command::Replay { ids, status, since, mobile, dry_run } => {
+            let candidates = if ids.is_empty() {
+                let filter = deliveries::Filter { status, mobile: mobile.as_deref(), since: Some(since), limit: None };
+                deliveries::list(&db, &filter).await?
+            } else {
+                deliveries::by_ids(&db, &ids).await?
+            };
+            let mut summary = Summary::default();
+            for id in ids.iter().filter(|id| !candidates.iter().any(|c| c.id == **id)) {
+                writeln!(out, "failed   {id}: no such delivery")?;
+                summary.failed += 1;
+            }
+            let replayer = Replayer::new(settings, db)?;
+            for delivery in &candidates {
+                let outcome = replayer.replay(delivery, dry_run).await;
+                summary.count(&outcome);
+                writeln!(out, "{}", outcome.line(delivery, dry_run))?;
+            }
+            writeln!(
+                out,
+                "replay{}: {} replayed, {} skipped, {} failed",
+                if dry_run { " (dry run)" } else { "" },
+                summary.replayed,
+                summary.skipped,
+                summary.failed
+            )?;
+            Ok(summary.failed == 0)
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! Replaying failed deliveries: a new job for the same live code, linked by `replay_of`,
+//! at most once per delivery.
+
+use std::{sync::Arc, time::Duration};
+
+use redis::aio::ConnectionManager;
+use secrecy::ExposeSecret;
+use shared::{
+    Settings, StartError,
+    db::deliveries::{self, Delivery, DeliveryStatus, NewReplay},
+    domain::{Mobile, SmsCode},
+    keys::Keys,
+    queue::{Publisher, SendJob},
+};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// What replays need: the database, the live codes in Redis and the broker.
+pub struct Replayer {
+    db: PgPool,
+    redis: ConnectionManager,
+    keys: Keys,
+    publisher: Publisher,
+    digest_key: Vec<u8>,
+}
+
+/// What became of one candidate.
+pub enum Outcome {
+    /// Queued as this new job (or, in a dry run, would be).
+    Replayed(Uuid),
+    /// Not replayed, and rightly so (why).
+    Skipped(String),
+    /// Should have been replayed but could not be (why).
+    Failed(String),
+}
+
+impl Outcome {
+    /// The report line for delivery `d`.
+    pub fn line(&self, d: &Delivery, dry_run: bool) -> String {
+        let mobile = Mobile::from_stored(d.mobile.as_str()).masked();
+        match self {
+            Outcome::Replayed(_) if dry_run => format!("would replay {} ({mobile})", d.id),
+            Outcome::Replayed(new) => format!("replayed {} -> {new} ({mobile})", d.id),
+            Outcome::Skipped(why) => format!("skipped  {} ({mobile}): {why}", d.id),
+            Outcome::Failed(why) => format!("failed   {} ({mobile}): {why}", d.id),
+        }
+    }
+}
+
+/// Counts of a replay run.
+#[derive(Default)]
+pub struct Summary {
+    /// Replayed (or would be).
+    pub replayed: usize,
+    /// Skipped.
+    pub skipped: usize,
+    /// Failed.
+    pub failed: usize,
+}
+
+impl Summary {
+    /// Counts one outcome.
+    pub fn count(&mut self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Replayed(_) => self.replayed += 1,
+            Outcome::Skipped(_) => self.skipped += 1,
+            Outcome::Failed(_) => self.failed += 1,
+        }
+    }
+}
+
+impl Replayer {
+    /// A replayer over `db` and the Redis and broker of `settings` (both connect lazily).
+    pub fn new(settings: &Settings, db: PgPool) -> Result<Self, StartError> {
+        Ok(Self {
+            db,
+            redis: shared::cache::connect(settings)?,
+            keys: Keys::from(settings),
+            publisher: Publisher::new(Arc::new(settings.clone()), "smsctl"),
+            digest_key: settings.code_digest_key.expose_secret().as_bytes().to_vec(),
+        })
+    }
+
+    /// Replays `d` if it failed and its code is still live; never fails, reports instead.
+    pub async fn replay(&self, d: &Delivery, dry_run: bool) -> Outcome {
+        match self.try_replay(d, dry_run).await {
+            Ok(outcome) => outcome,
+            Err(e) => Outcome::Failed(e),
+        }
+    }
+
+    async fn try_replay(&self, d: &Delivery, dry_run: bool) -> Result<Outcome, String> {
+        if d.status != DeliveryStatus::Failed {
+            return Ok(Outcome::Skipped(format!("status {}: only failed deliveries are replayed", d.status)));
+        }
+        if let Some(new) = deliveries::replayed_as(&self.db, d.id).await.map_err(|e| format!("database: {e}"))? {
+            return Ok(Outcome::Skipped(format!("already replayed as {new}")));
+        }
+
+        // Is the live code still this delivery's? Compare digests: the code is not stored.
+        let mobile = Mobile::from_stored(d.mobile.as_str());
+        let key = self.keys.sms_code(&mobile);
+        let (live, ttl_ms): (Option<String>, i64) = redis::pipe()
+            .get(&key)
+            .pttl(&key)
+            .query_async(&mut self.redis.clone())
+            .await
+            .map_err(|e| format!("redis: {e}"))?;
+        let Some(live) = live.map(SmsCode::from_stored) else {
+            return Ok(Outcome::Skipped("code expired".into()));
+        };
+        if live.digest(&self.digest_key, d.id) != d.code_digest {
+            return Ok(Outcome::Skipped("code superseded by a newer one".into()));
+        }
+        if ttl_ms < 1000 {
+            return Ok(Outcome::Skipped("code expires in less than a second".into()));
+        }
+        if dry_run {
+            return Ok(Outcome::Replayed(d.id));
+        }
+
+        let ttl = Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0));
+        let mut job = SendJob::new(mobile, live, d.template_id.clone(), ttl);
+        job.request_id = Some(format!("replay-of-{}", d.id));
+        let digest = job.code.digest(&self.digest_key, job.id);
+        let replay = NewReplay {
+            id: job.id,
+            replay_of: d.id,
+            mobile: job.mobile.as_str(),
+            template_id: &job.template_id,
+            provider: &d.provider,
+            code_digest: &digest,
+        };
+        // The claim is the lock: a concurrent smsctl loses here.
+        if !deliveries::claim_replay(&self.db, &replay).await.map_err(|e| format!("database: {e}"))? {
+            return Ok(Outcome::Skipped("already replayed (concurrently)".into()));
+        }
+        if let Err(e) = self.publisher.publish(&job).await {
+            // Not queued: remove the claim so that a later replay can try again.
+            let _ = deliveries::delete(&self.db, job.id).await;
+            return Err(format!("not queued: {e}"));
+        }
+        Ok(Outcome::Replayed(job.id))
+    }
+}
