@@ -277,7 +277,7 @@ async fn orchestrate(args: Args) -> Result {
     // 1. The bare pipeline, in process.
     let mut settings = env.settings.clone();
     if let Ok(provider) = shared::Settings::from_vars(|k| vars.get(k).cloned()) {
-        settings.provider = provider.provider;
+        settings.providers = provider.providers;
     }
     let state = AppState::connect(Arc::new(settings)).await?;
     state.publisher.connect().await?;

@@ -8,9 +8,15 @@ use futures_util::future::BoxFuture;
 use md5::{Digest, Md5};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
-use shared::config::{CcpSettings, ProviderName};
+use shared::{
+    config::{CcpSettings, ProviderName},
+    domain::Recipient,
+};
 
-use crate::provider::{Accepted, Message, SendError, SmsProvider};
+use crate::{
+    http,
+    provider::{Accepted, Message, SendError, SmsProvider},
+};
 
 /// The REST API version segment; fixed by the provider.
 const VERSION: &str = "2013-12-26";
@@ -24,8 +30,7 @@ pub struct CcpProvider {
 impl CcpProvider {
     /// A client for `settings` whose requests give up after `timeout`.
     pub fn new(settings: CcpSettings, timeout: std::time::Duration) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).build()?;
-        Ok(Self { settings, http })
+        Ok(Self { settings, http: http::client(timeout)? })
     }
 }
 
@@ -78,15 +83,43 @@ const OK: &str = "000000";
 /// `reqId` already used: an earlier attempt of this job was accepted.
 const DUPLICATE_REQUEST: &str = "160054";
 
-/// Whether a non-success status code is worth retrying (`docs/providers.md`): internal
-/// errors, busy channels, concurrency limits and generic send failures. Everything else —
-/// credentials, configuration, recipient, and the provider's frequency caps for this
-/// number (160038–160041, 112314, 160056) — is permanent.
-pub fn is_transient(code: &str) -> bool {
-    let Ok(n) = code.parse::<u32>() else {
-        return false;
-    };
-    matches!(n, 160000..=160010 | 111000..=111099 | 111111 | 160050 | 160063 | 160064 | 172001)
+/// The class of a non-success `statusCode` (`docs/providers.md`):
+/// - transient: internal errors, busy channels, the concurrency cap and generic send failures;
+/// - recipient: the number is empty, malformed, blacklisted or unsubscribed;
+/// - number frequency limit: this number's per-minute and per-day caps (160038–160041,
+///   112314, 160056);
+/// - provider-side: everything else (credentials, account, application, template, balance,
+///   IP, international permission, and codes we do not know), which another provider may not
+///   share.
+pub fn classify(code: &str, reason: String) -> SendError {
+    let n = code.parse::<u32>().unwrap_or(0);
+    match n {
+        160000..=160010 | 111000..=111099 | 111111 | 160050 | 160063 | 160064 | 172001 => SendError::Transient(reason),
+        160038..=160041 | 112314 | 160056 => SendError::NumberLimited(reason),
+        112300
+        | 112306
+        | 112316
+        | 112317
+        | 112319
+        | 160034
+        | 160042
+        | 160044
+        | 160048
+        | 160051
+        | 160068
+        | 160072..=160074 => SendError::Recipient(reason),
+        _ => SendError::Provider(reason),
+    }
+}
+
+/// The `to` form: national digits for mainland China, `00` + calling code + number for
+/// the rest (Ronglian's international form).
+pub fn to(recipient: &Recipient) -> String {
+    if recipient.country_code() == 86 {
+        recipient.national().to_owned()
+    } else {
+        format!("00{}{}", recipient.country_code(), recipient.national())
+    }
 }
 
 impl SmsProvider for CcpProvider {
@@ -102,35 +135,28 @@ impl SmsProvider for CcpProvider {
             let url = format!("{}/{VERSION}/Accounts/{}/SMS/TemplateSMS?sig={sig}", s.base_url, s.account_sid);
             let ttl = message.ttl_minutes.to_string();
             let req_id = message.job_id.simple().to_string();
+            let to = to(message.recipient);
             let body = TemplateSmsRequest {
-                to: message.mobile.as_str(),
+                to: &to,
                 app_id: &s.app_id,
-                template_id: message.template_id,
+                template_id: &s.template_id,
                 datas: [message.code.expose(), &ttl],
                 req_id: &req_id,
             };
-            let response = self
+            let request = self
                 .http
                 .post(url)
                 .header(reqwest::header::ACCEPT, "application/json")
                 .header(reqwest::header::CONTENT_TYPE, "application/json;charset=utf-8")
                 .header(reqwest::header::AUTHORIZATION, authorization)
-                .json(&body)
-                .send()
-                .await
-                // The URL carries `sig`: keep it out of the error text.
-                .map_err(|e| SendError::Transient(format!("ccp request failed: {}", chain(e.without_url()))))?;
-            let status = response.status();
+                .json(&body);
+            let (status, bytes) = http::exchange(ProviderName::Ccp, request).await?;
             if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
                 return Err(SendError::Transient(format!("ccp http {}", status.as_u16())));
             }
             if !status.is_success() {
-                return Err(SendError::Permanent(format!("ccp http {}", status.as_u16())));
+                return Err(SendError::Provider(format!("ccp http {}", status.as_u16())));
             }
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|e| SendError::Transient(format!("ccp response lost: {}", chain(e.without_url()))))?;
             let parsed: TemplateSmsResponse = serde_json::from_slice(&bytes)
                 .map_err(|e| SendError::Transient(format!("ccp 172003: unreadable response: {e}")))?;
             let code = match &parsed.status_code {
@@ -148,22 +174,9 @@ impl SmsProvider for CcpProvider {
                 });
             }
             let reason = format!("ccp {code}: {}", parsed.status_msg.as_deref().unwrap_or("no statusMsg"));
-            if is_transient(&code) { Err(SendError::Transient(reason)) } else { Err(SendError::Permanent(reason)) }
+            Err(classify(&code, reason))
         })
     }
-}
-
-/// An error with its causes (`error sending request: … : Connection refused`), for
-/// `last_error`: the top-level message alone rarely says what went wrong.
-fn chain(error: reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
@@ -188,12 +201,27 @@ mod tests {
     }
 
     #[test]
-    fn busy_and_internal_codes_are_transient_the_rest_permanent() {
+    fn each_status_code_has_its_class() {
+        let class = |code: &str| classify(code, String::new()).class();
         for code in ["160000", "160001", "160010", "111000", "111099", "111111", "160050", "160063", "160064"] {
-            assert!(is_transient(code), "{code}");
+            assert_eq!(class(code), "transient", "{code}");
         }
-        for code in ["160038", "160039", "160040", "160041", "112314", "160056", "160042", "111109", "111106", "oops"] {
-            assert!(!is_transient(code), "{code}");
+        for code in ["160038", "160039", "160040", "160041", "112314", "160056"] {
+            assert_eq!(class(code), "number_limited", "{code}");
         }
+        for code in ["112300", "112317", "160034", "160042", "160051", "160068", "160073"] {
+            assert_eq!(class(code), "recipient", "{code}");
+        }
+        for code in ["111109", "111106", "111142", "112311", "160014", "160053", "160061", "oops"] {
+            assert_eq!(class(code), "provider", "{code}");
+        }
+    }
+
+    #[test]
+    fn mainland_numbers_go_national_others_international() -> Result<(), shared::domain::DomainError> {
+        use shared::domain::Mobile;
+        assert_eq!(to(&Recipient::parse(&Mobile::from_stored("13812345678"), 86)?), "13812345678");
+        assert_eq!(to(&Recipient::parse(&Mobile::from_stored("+85251234567"), 86)?), "0085251234567");
+        Ok(())
     }
 }

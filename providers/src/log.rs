@@ -18,9 +18,8 @@ impl SmsProvider for LogProvider {
     fn send<'a>(&'a self, message: &'a Message<'a>) -> BoxFuture<'a, Result<Accepted, SendError>> {
         Box::pin(async move {
             tracing::info!(
-                mobile = message.mobile.as_str(),
+                mobile = %message.recipient.e164(),
                 code = message.code.expose(),
-                template_id = message.template_id,
                 ttl_minutes = message.ttl_minutes,
                 "log provider: SMS code (dev only, not sent)"
             );

@@ -18,6 +18,9 @@ pub enum DomainError {
     /// The image-code id is not 1–64 characters of `[A-Za-z0-9_-]`.
     #[error("image code id must be 1-64 characters of [A-Za-z0-9_-]")]
     ImageCodeId,
+    /// The mobile is not a valid phone number of its country (libphonenumber's rules).
+    #[error("not a valid phone number")]
+    PhoneNumber,
 }
 
 /// A mobile number that matched `MOBILE_PATTERN`.
@@ -58,6 +61,65 @@ impl Mobile {
 impl fmt::Debug for Mobile {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.masked())
+    }
+}
+
+/// A recipient's number, normalised: its calling code and national number, from which each
+/// provider takes the form its API documents (national digits, or E.164 `+8613812345678`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Recipient {
+    country_code: u16,
+    national: String,
+}
+
+impl Recipient {
+    /// Normalises `mobile`: a number starting with `+` carries its country; any other is a
+    /// national number of `default_country_code` (`DEFAULT_COUNTRY_CODE`). Numbers that are
+    /// not valid for their country (libphonenumber's metadata) are refused.
+    pub fn parse(mobile: &Mobile, default_country_code: u16) -> Result<Self, DomainError> {
+        use phonenumber::{country, metadata::DATABASE};
+        let raw = mobile.as_str();
+        let parsed = if raw.starts_with('+') {
+            phonenumber::parse(None, raw)
+        } else {
+            let region = DATABASE
+                .region(&default_country_code)
+                .and_then(|regions| regions.first().and_then(|r| r.parse::<country::Id>().ok()))
+                .ok_or(DomainError::PhoneNumber)?;
+            phonenumber::parse(Some(region), raw)
+        };
+        let number = parsed.map_err(|_| DomainError::PhoneNumber)?;
+        if !phonenumber::is_valid(&number) {
+            return Err(DomainError::PhoneNumber);
+        }
+        Ok(Self { country_code: number.code().value(), national: number.national().to_string() })
+    }
+
+    /// The calling code (`86`).
+    pub fn country_code(&self) -> u16 {
+        self.country_code
+    }
+
+    /// The national significant number (`13812345678`).
+    pub fn national(&self) -> &str {
+        &self.national
+    }
+
+    /// E.164 (`+8613812345678`).
+    pub fn e164(&self) -> String {
+        format!("+{}{}", self.country_code, self.national)
+    }
+
+    /// The national number for the calling code `home` (`86` for the Chinese providers),
+    /// E.164 for any other: the form the providers that default to one country document.
+    pub fn national_in(&self, home: u16) -> String {
+        if self.country_code == home { self.national.clone() } else { self.e164() }
+    }
+}
+
+impl fmt::Debug for Recipient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "+{} {}", self.country_code, Mobile::from_stored(self.national.as_str()).masked())
     }
 }
 
@@ -143,6 +205,23 @@ mod tests {
         // A permissive pattern still cannot smuggle key separators into Redis keys.
         let any = Regex::new(".*").ok();
         assert!(any.is_some_and(|any| Mobile::parse("1:2", &any).is_err()));
+    }
+
+    #[test]
+    fn recipients_are_normalised_to_their_country() -> Result<(), DomainError> {
+        let cn = Recipient::parse(&Mobile::from_stored("13812345678"), 86)?;
+        assert_eq!((cn.country_code(), cn.national(), cn.e164().as_str()), (86, "13812345678", "+8613812345678"));
+        assert_eq!(cn.national_in(86), "13812345678");
+        let us = Recipient::parse(&Mobile::from_stored("+14155552671"), 86)?;
+        assert_eq!((us.country_code(), us.e164().as_str()), (1, "+14155552671"));
+        assert_eq!(us.national_in(86), "+14155552671");
+        let hk = Recipient::parse(&Mobile::from_stored("51234567"), 852)?;
+        assert_eq!(hk.e164(), "+85251234567");
+        assert_eq!(format!("{cn:?}"), "+86 138****5678");
+        for bad in ["12345", "+8612345", "+999123456789"] {
+            assert_eq!(Recipient::parse(&Mobile::from_stored(bad), 86), Err(DomainError::PhoneNumber), "{bad}");
+        }
+        Ok(())
     }
 
     #[test]

@@ -27,8 +27,11 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// List deliveries, newest first.
+    /// List deliveries, newest first; with --id, one delivery and each provider call it made.
     Deliveries {
+        /// Only this delivery, with its provider calls (sms_attempts).
+        #[arg(long, conflicts_with_all = ["status", "mobile", "since"])]
+        id: Option<Uuid>,
         /// Only this status: sending, sent, retrying, failed, expired or superseded.
         #[arg(long, value_parser = DeliveryStatus::from_str)]
         status: Option<DeliveryStatus>,
@@ -65,6 +68,16 @@ pub enum Command {
         /// Say what would be done; change nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Provider calls over a window, per provider: outcomes and latency. Shows a provider
+    /// outage and the failover that covered it.
+    Providers {
+        /// The window, e.g. 15m, 1h, 24h.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+        since: Duration,
+        /// JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Count deliveries by status over a window.
     Stats {

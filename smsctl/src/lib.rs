@@ -19,7 +19,7 @@ pub use error::CtlError;
 use replay::{Replayer, Summary};
 use shared::{
     Settings, StartError,
-    db::{self, deliveries},
+    db::{self, attempts, deliveries},
 };
 
 /// PostgreSQL connections: smsctl runs one statement at a time.
@@ -29,9 +29,21 @@ const DB_POOL_SIZE: u32 = 2;
 pub async fn run(cli: Cli, settings: &Settings, out: &mut impl Write) -> Result<bool, CtlError> {
     let db = db::connect(settings, DB_POOL_SIZE).await.map_err(StartError::from)?;
     match cli.command {
-        Command::Deliveries { status, mobile, since, limit, json } => {
+        Command::Deliveries { id: Some(id), json, .. } => {
+            let Some(delivery) = deliveries::by_ids(&db, &[id]).await?.into_iter().next() else {
+                writeln!(out, "no such delivery: {id}")?;
+                return Ok(false);
+            };
+            print::delivery_with_attempts(out, &delivery, &attempts::of_delivery(&db, id).await?, json)?;
+            Ok(true)
+        }
+        Command::Deliveries { id: None, status, mobile, since, limit, json } => {
             let filter = deliveries::Filter { status, mobile: mobile.as_deref(), since, limit: Some(limit) };
             print::deliveries(out, &deliveries::list(&db, &filter).await?, json)?;
+            Ok(true)
+        }
+        Command::Providers { since, json } => {
+            print::providers(out, &attempts::stats_by_provider(&db, since).await?, since, json)?;
             Ok(true)
         }
         Command::Stats { since, json } => {

@@ -2,7 +2,10 @@
 
 use std::{io::Write, time::Duration};
 
-use shared::db::deliveries::{Delivery, DeliveryStatus};
+use shared::db::{
+    attempts::{Attempt, ProviderStats},
+    deliveries::{Delivery, DeliveryStatus},
+};
 
 use crate::error::CtlError;
 
@@ -53,6 +56,75 @@ pub fn stats(
             writeln!(out, "{:<11} {n}", status.as_str())?;
         }
         writeln!(out, "{:<11} {}", "total", counts.iter().map(|(_, n)| n).sum::<i64>())?;
+    }
+    Ok(())
+}
+
+/// Prints one delivery and each provider call it made: a table, or one JSON object with an
+/// `attempts` array.
+pub fn delivery_with_attempts(
+    out: &mut impl Write,
+    delivery: &Delivery,
+    calls: &[Attempt],
+    json: bool,
+) -> Result<(), CtlError> {
+    if json {
+        let mut value = serde_json::to_value(delivery)?;
+        value["attempts"] = serde_json::to_value(calls)?;
+        writeln!(out, "{value}")?;
+        return Ok(());
+    }
+    deliveries(out, std::slice::from_ref(delivery), false)?;
+    writeln!(out, "provider calls:")?;
+    writeln!(
+        out,
+        "  {:>3}  {:<8}  {:<14}  {:>7}  {:<20}  error / message id",
+        "try", "provider", "outcome", "ms", "at"
+    )?;
+    for a in calls {
+        writeln!(
+            out,
+            "  {:>3}  {:<8}  {:<14}  {:>7}  {:<20}  {}",
+            a.attempt,
+            a.provider,
+            a.outcome,
+            a.latency_ms,
+            a.created_at.format("%Y-%m-%d %H:%M:%S"),
+            a.error.as_deref().or(a.provider_message_id.as_deref()).unwrap_or("")
+        )?;
+    }
+    writeln!(out, "{} calls", calls.len())?;
+    Ok(())
+}
+
+/// Prints calls per provider over `since`.
+pub fn providers(out: &mut impl Write, rows: &[ProviderStats], since: Duration, json: bool) -> Result<(), CtlError> {
+    if json {
+        for row in rows {
+            writeln!(out, "{}", serde_json::to_string(row)?)?;
+        }
+        return Ok(());
+    }
+    writeln!(out, "provider calls in the last {}", humantime::format_duration(since))?;
+    writeln!(
+        out,
+        "{:<8}  {:>6}  {:>6}  {:>9}  {:>8}  {:>9}  {:>14}  {:>7}  {:>7}",
+        "provider", "calls", "sent", "transient", "provider", "recipient", "number_limited", "p50 ms", "p95 ms"
+    )?;
+    for r in rows {
+        writeln!(
+            out,
+            "{:<8}  {:>6}  {:>6}  {:>9}  {:>8}  {:>9}  {:>14}  {:>7.0}  {:>7.0}",
+            r.provider,
+            r.calls,
+            r.sent,
+            r.transient,
+            r.provider_side,
+            r.recipient,
+            r.number_limited,
+            r.p50_ms,
+            r.p95_ms
+        )?;
     }
     Ok(())
 }

@@ -2,9 +2,13 @@
 
 mod browser;
 mod compose;
+mod failover;
 mod faults;
 mod image_code;
 mod ops;
+mod provider_aliyun;
+mod provider_tencent;
+mod provider_twilio;
 mod queue;
 mod register;
 mod sms_code;

@@ -27,8 +27,8 @@ async fn statuses(app: &TestApp, mobile: &str) -> TestResult<Vec<(String, Option
         .await?)
 }
 
-/// An app whose worker sends through a CCP fake that refuses the first request with 111141
-/// (unknown account: permanent, so the delivery fails at once).
+/// An app whose worker sends through a CCP fake that refuses the first request with 160042
+/// (a recipient refusal: no provider would do better, so the delivery fails at once).
 async fn app_with_one_failed_delivery() -> TestResult<(TestApp, CcpFake, String)> {
     let fake = CcpFake::start().await?;
     let vars = fake.env();
@@ -36,7 +36,7 @@ async fn app_with_one_failed_delivery() -> TestResult<(TestApp, CcpFake, String)
     let mut app = TestApp::start(&pairs).await?;
     let provider = Arc::new(CcpProvider::new(fake.settings(), Duration::from_secs(5))?);
     app.spawn_worker_with(app.settings.clone(), provider);
-    fake.script([Reply::Status("111141")]);
+    fake.script([Reply::Status("160042")]);
     let mobile = random_mobile();
     let (_, body) = app.request_code(&mobile).await?;
     assert_eq!(body["errno"], 0, "{body}");
@@ -72,7 +72,7 @@ async fn replay_resends_a_failed_delivery_once_and_only_while_its_code_is_live()
             .await?;
     assert_eq!(rows[1].1, Some(original), "linked by replay_of");
     let replies: Vec<String> = fake.received_for(&mobile).into_iter().map(|r| r.reply).collect();
-    assert_eq!(replies, ["111141", "000000"]);
+    assert_eq!(replies, ["160042", "000000"]);
     assert_eq!(fake.received_for(&mobile)[1].code, app.sms_code_of(&mobile).await?.ok_or("code")?);
 
     // A second run finds nothing to do.
@@ -115,7 +115,7 @@ async fn deliveries_and_stats_show_what_happened() -> TestResult {
     let rows: Vec<Value> = out.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0]["mobile"], mobile.as_str());
-    assert!(rows[0]["last_error"].as_str().is_some_and(|e| e.starts_with("ccp 111141")), "{}", rows[0]);
+    assert!(rows[0]["last_error"].as_str().is_some_and(|e| e.starts_with("ccp 160042")), "{}", rows[0]);
     assert!(rows[0].get("code_digest").is_none(), "digest not printed");
 
     let (_, out) = smsctl(&app, &["deliveries", "--since", "1h", "--mobile", &mobile]).await?;

@@ -4,7 +4,6 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use lapin::options::BasicGetOptions;
-use providers::ccp::CcpProvider;
 use redis::AsyncCommands;
 use shared::{
     Settings,
@@ -33,11 +32,10 @@ async fn app_with_fake(overrides: &[(&str, &str)]) -> TestResult<(TestApp, CcpFa
 /// default the app's own).
 fn spawn_ccp_worker(app: &mut TestApp, settings: Option<Settings>) -> TestResult {
     let settings = settings.unwrap_or_else(|| app.settings.clone());
-    let ProviderSettings::Ccp(ccp) = settings.provider.clone() else {
+    if !matches!(settings.providers.as_slice(), [ProviderSettings::Ccp(_)]) {
         return Err("settings do not select ccp".into());
-    };
-    let provider = Arc::new(CcpProvider::new(ccp, settings.sms_provider_timeout)?);
-    app.spawn_worker_with(settings, provider);
+    }
+    app.spawn_worker_from(settings);
     Ok(())
 }
 
@@ -176,10 +174,12 @@ async fn the_providers_frequency_limit_fails_at_once() -> TestResult {
 }
 
 #[tokio::test]
-async fn a_wrong_token_shows_up_as_failed_rows_with_a_clear_last_error() -> TestResult {
-    let (mut app, fake) = app_with_fake(&[]).await?;
+async fn a_wrong_token_is_retried_on_the_schedule_then_fails_with_a_clear_last_error() -> TestResult {
+    // Rejected credentials are a provider-side failure: another provider could send, and a
+    // fixed token could too, so the job waits in the retry schedule rather than failing at once.
+    let (mut app, fake) = app_with_fake(&[("SMS_RETRY_SCHEDULE_SECS", "1")]).await?;
     let mut settings = app.settings.clone();
-    if let ProviderSettings::Ccp(ccp) = &mut settings.provider {
+    if let Some(ProviderSettings::Ccp(ccp)) = settings.providers.first_mut() {
         ccp.auth_token = "0000000000000000000000000000dead".into();
     }
     spawn_ccp_worker(&mut app, Some(settings))?;
@@ -189,10 +189,13 @@ async fn a_wrong_token_shows_up_as_failed_rows_with_a_clear_last_error() -> Test
     }
     for mobile in &mobiles {
         let row = wait_for_status(&app, mobile, "failed").await?;
-        assert_eq!(row.attempts, 1, "credentials are not retried");
-        assert!(row.last_error.as_deref().is_some_and(|e| e.starts_with("ccp 111109")), "{row:?}");
+        assert_eq!(row.attempts, 2, "one attempt, one retry");
+        assert!(
+            row.last_error.as_deref().is_some_and(|e| e.starts_with("retries exhausted; last: ccp 111109")),
+            "{row:?}"
+        );
     }
-    assert_eq!(fake.violations().len(), 2);
+    assert_eq!(fake.violations().len(), 4);
     assert!(fake.received().is_empty());
     app.cleanup().await
 }

@@ -28,7 +28,7 @@ use base64::{
 use chrono::{NaiveDateTime, Utc};
 use md5::{Digest, Md5};
 use serde_json::{Value, json};
-use shared::config::CcpSettings;
+use shared::config::{CcpSettings, Countries};
 
 /// Credentials the fake accepts.
 pub const ACCOUNT_SID: &str = "aaf98f894032b237014047963bb9009d";
@@ -108,6 +108,7 @@ impl CcpFake {
             auth_token: AUTH_TOKEN.into(),
             app_id: APP_ID.into(),
             template_id: "1".into(),
+            countries: Countries::Codes(vec![86]),
         }
     }
 

@@ -3,7 +3,10 @@
 //! itself. Server addresses come from `TEST_DATABASE_URL` (a server URL without database),
 //! `TEST_REDIS_URL` and `TEST_AMQP_URL`, defaulting to the local services.
 
+pub mod aliyun_fake;
 pub mod ccp_fake;
+pub mod tencent_fake;
+pub mod twilio_fake;
 
 use std::{collections::HashMap, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -185,16 +188,22 @@ impl TestApp {
     /// `/healthz`, `/readyz` and `/metrics`.
     pub fn spawn_worker_with(&mut self, settings: Settings, provider: Arc<dyn providers::SmsProvider>) -> SocketAddr {
         let shutdown = self.shutdown.child_token();
-        let (listener, addr) = match std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| {
-            l.set_nonblocking(true)?;
-            let addr = l.local_addr()?;
-            Ok((tokio::net::TcpListener::from_std(l)?, addr))
-        }) {
-            Ok(bound) => bound,
-            Err(e) => panic!("cannot bind a local port for the worker: {e}"),
-        };
+        let (listener, addr) = bind_local();
         self.tasks.push(tokio::spawn(async move {
             if let Err(e) = worker::run_with_provider(settings, provider, listener, shutdown).await {
+                eprintln!("worker stopped: {e}");
+            }
+        }));
+        addr
+    }
+
+    /// Starts a worker with its own settings, its providers built from `SMS_PROVIDERS` as in
+    /// production (point their base URLs at fakes); returns the address of its endpoints.
+    pub fn spawn_worker_from(&mut self, settings: Settings) -> SocketAddr {
+        let shutdown = self.shutdown.child_token();
+        let (listener, addr) = bind_local();
+        self.tasks.push(tokio::spawn(async move {
+            if let Err(e) = worker::serve(settings, listener, shutdown).await {
                 eprintln!("worker stopped: {e}");
             }
         }));
@@ -314,6 +323,19 @@ impl TestApp {
             let _: () = redis.del(keys).await?;
         }
         Ok(())
+    }
+}
+
+/// A listener on a random local port, for a worker's endpoints.
+fn bind_local() -> (tokio::net::TcpListener, SocketAddr) {
+    let bound = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| {
+        l.set_nonblocking(true)?;
+        let addr = l.local_addr()?;
+        Ok((tokio::net::TcpListener::from_std(l)?, addr))
+    });
+    match bound {
+        Ok(bound) => bound,
+        Err(e) => panic!("cannot bind a local port for the worker: {e}"),
     }
 }
 

@@ -1,18 +1,22 @@
-//! One send job, start to finish: idempotency check, stale-code check, send, then one
-//! decision (status, provider message id, error, retry) recorded once. The outcome is
-//! committed to PostgreSQL before the caller acks the message.
+//! One send job, start to finish: idempotency check, stale-code check, one round over the
+//! number's route of providers, then one decision (status, provider, message id, error,
+//! retry) recorded once with every provider call. The outcome is committed to PostgreSQL
+//! before the caller acks the message.
 
-use std::{future::Future, time::Duration, time::Instant};
+use std::{future::Future, time::Duration};
 
 use chrono::{DateTime, Utc};
-use providers::{Accepted, Message, SendError};
+use providers::{Message, Round, Routed};
 use redis::AsyncCommands;
 use secrecy::ExposeSecret;
 use shared::{
+    config::ProviderName,
     db::{
         self,
+        attempts::NewCall,
         deliveries::{self, AttemptOutcome, AttemptStart, DeliveryStatus, NewAttempt},
     },
+    domain::Recipient,
     queue::{PublishError, SendJob},
 };
 
@@ -55,8 +59,9 @@ struct Decision {
 }
 
 impl Decision {
-    fn new(status: DeliveryStatus, provider_message_id: Option<String>, last_error: Option<String>) -> Self {
-        Self { record: AttemptOutcome { status, provider_message_id, last_error }, retry: None }
+    fn new(status: DeliveryStatus, last_error: Option<String>) -> Self {
+        let record = AttemptOutcome { status, provider: None, provider_message_id: None, last_error };
+        Self { record, retry: None }
     }
 }
 
@@ -68,12 +73,14 @@ impl Decision {
     attempt = job.attempt,
 ))]
 pub async fn deliver(state: &WorkerState, job: &SendJob) -> Result<Outcome, DeliverError> {
+    let recipient = Recipient::parse(&job.mobile, state.settings.default_country_code);
+    let first = recipient.as_ref().ok().and_then(|r| state.router.first_for(r.country_code()));
     let digest = job.code.digest(state.settings.code_digest_key.expose_secret().as_bytes(), job.id);
     let attempt = NewAttempt {
         id: job.id,
         mobile: job.mobile.as_str(),
         template_id: &job.template_id,
-        provider: state.provider.name().as_str(),
+        provider: first.map_or("none", ProviderName::as_str),
         code_digest: &digest,
     };
     let attempts = match recorded(state, || deliveries::start_attempt(&state.db, &attempt)).await? {
@@ -81,31 +88,41 @@ pub async fn deliver(state: &WorkerState, job: &SendJob) -> Result<Outcome, Deli
             tracing::info!(status = status.as_str(), "job already handled; not sending again");
             return Ok(Outcome::AlreadyDone(status));
         }
-        AttemptStart::Proceed { attempts } => u32::try_from(attempts).unwrap_or(u32::MAX),
+        AttemptStart::Proceed { attempts } => attempts,
     };
+    let attempt_no = u32::try_from(attempts).unwrap_or(u32::MAX);
 
-    let decision = match stale(state, job).await? {
+    let mut calls = Vec::new();
+    let decision = match (stale(state, job).await?, &recipient) {
         // A code that expired or was replaced is useless to the user and costs money.
-        Some(status) => Decision::new(status, None, None),
-        None => decide(&state.settings.sms_retry_schedule, job, attempts, send(state, job).await, Utc::now()),
+        (Some(status), _) => Decision::new(status, None),
+        (None, Err(_)) => Decision::new(DeliveryStatus::Failed, Some("recipient: not a valid phone number".into())),
+        (None, Ok(recipient)) => {
+            let message = Message {
+                job_id: job.id,
+                recipient,
+                code: &job.code,
+                ttl_minutes: state.settings.sms_code_ttl_minutes(),
+            };
+            let round = state.router.send(&message).await;
+            calls = round.calls.iter().map(new_call).collect();
+            decide(&state.settings.sms_retry_schedule, job, attempt_no, &round, recipient, Utc::now())
+        }
     };
 
     // Recorded before the retry is queued: a crash in between redelivers this message,
     // which then counts one more attempt.
-    recorded(state, || deliveries::finish_attempt(&state.db, job.id, &decision.record)).await?;
+    recorded(state, || deliveries::finish_attempt(&state.db, job.id, attempts, &decision.record, &calls)).await?;
     if let Some(delay) = decision.retry {
-        state.publisher.publish_retry(delay, &SendJob { attempt: attempts, ..job.clone() }).await?;
+        state.publisher.publish_retry(delay, &SendJob { attempt: attempt_no, ..job.clone() }).await?;
         metrics::counter!("smscode_worker_retries_scheduled_total").increment(1);
     }
 
     let status = decision.record.status;
-    tracing::info!(status = status.as_str(), "delivery recorded");
-    metrics::counter!(
-        "smscode_worker_deliveries_total",
-        "status" => status.as_str(),
-        "provider" => state.provider.name().as_str(),
-    )
-    .increment(1);
+    let provider = decision.record.provider.map_or("none", ProviderName::as_str);
+    tracing::info!(status = status.as_str(), provider, calls = calls.len(), "delivery recorded");
+    metrics::counter!("smscode_worker_deliveries_total", "status" => status.as_str(), "provider" => provider)
+        .increment(1);
     Ok(Outcome::Recorded(status))
 }
 
@@ -121,49 +138,66 @@ async fn stale(state: &WorkerState, job: &SendJob) -> Result<Option<DeliveryStat
     })
 }
 
-/// One provider call, bounded by `SMS_PROVIDER_TIMEOUT_SECS`.
-async fn send(state: &WorkerState, job: &SendJob) -> Result<Accepted, SendError> {
-    let message = Message {
-        job_id: job.id,
-        mobile: &job.mobile,
-        code: &job.code,
-        ttl_minutes: state.settings.sms_code_ttl_minutes(),
-        template_id: &job.template_id,
+/// A provider call as `sms_attempts` records it.
+fn new_call(call: &providers::Call) -> NewCall {
+    let (outcome, error, provider_message_id) = match &call.result {
+        Ok(accepted) => ("sent", accepted.note.clone(), accepted.message_id.clone()),
+        Err(e) => (e.class(), Some(e.reason().to_owned()), None),
     };
-    let started = Instant::now();
-    let result = tokio::time::timeout(state.settings.sms_provider_timeout, state.provider.send(&message))
-        .await
-        .unwrap_or_else(|_| Err(SendError::Transient("provider timed out".into())));
-    metrics::histogram!("smscode_worker_provider_duration_seconds", "provider" => state.provider.name().as_str())
-        .record(started.elapsed().as_secs_f64());
-    result
+    NewCall { provider: call.provider.as_str(), outcome, error, provider_message_id, latency: call.latency }
 }
 
-/// The decision for a provider's answer after `attempts` attempts.
+/// The decision for a round after `attempts` attempts (this one included).
 fn decide(
     schedule: &[Duration],
     job: &SendJob,
     attempts: u32,
-    result: Result<Accepted, SendError>,
+    round: &Round,
+    recipient: &Recipient,
     now: DateTime<Utc>,
 ) -> Decision {
-    match result {
-        Ok(accepted) => Decision::new(DeliveryStatus::Sent, accepted.message_id, accepted.note),
-        Err(SendError::Permanent(reason)) => Decision::new(DeliveryStatus::Failed, None, Some(reason)),
-        Err(SendError::Transient(reason)) => match retry::next_step(schedule, attempts, now, job.expires_at()) {
-            Next::RetryIn(delay) => {
-                Decision { retry: Some(delay), ..Decision::new(DeliveryStatus::Retrying, None, Some(reason)) }
-            }
-            Next::Exhausted => {
-                Decision::new(DeliveryStatus::Failed, None, Some(format!("retries exhausted; last: {reason}")))
-            }
-            Next::PastExpiry => Decision::new(
-                DeliveryStatus::Expired,
-                None,
-                Some(format!("code expires before the next retry; last: {reason}")),
-            ),
+    let last = round.last();
+    let mut decision = match (&round.routed, last.map(|c| &c.result)) {
+        (Routed::Sent, Some(Ok(accepted))) => Decision {
+            record: AttemptOutcome {
+                status: DeliveryStatus::Sent,
+                provider: None,
+                provider_message_id: accepted.message_id.clone(),
+                last_error: accepted.note.clone(),
+            },
+            retry: None,
         },
-    }
+        (Routed::Refused, Some(Err(e))) => Decision::new(DeliveryStatus::Failed, Some(e.reason().to_owned())),
+        (Routed::NoRoute, _) => Decision::new(
+            DeliveryStatus::Failed,
+            Some(format!("no provider in SMS_PROVIDERS serves +{}", recipient.country_code())),
+        ),
+        _ => {
+            let reason = match last.map(|c| &c.result) {
+                Some(Err(e)) if round.skipped.is_empty() => e.reason().to_owned(),
+                Some(Err(e)) => format!("{}; breaker open: {}", e.reason(), names(&round.skipped)),
+                _ => format!("every provider of the route has its breaker open: {}", names(&round.skipped)),
+            };
+            match retry::next_step(schedule, attempts, now, job.expires_at()) {
+                Next::RetryIn(delay) => {
+                    Decision { retry: Some(delay), ..Decision::new(DeliveryStatus::Retrying, Some(reason)) }
+                }
+                Next::Exhausted => {
+                    Decision::new(DeliveryStatus::Failed, Some(format!("retries exhausted; last: {reason}")))
+                }
+                Next::PastExpiry => Decision::new(
+                    DeliveryStatus::Expired,
+                    Some(format!("code expires before the next retry; last: {reason}")),
+                ),
+            }
+        }
+    };
+    decision.record.provider = last.map(|c| c.provider);
+    decision
+}
+
+fn names(providers: &[ProviderName]) -> String {
+    providers.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
 }
 
 /// Runs a database step until it succeeds: while PostgreSQL is unreachable the job neither
@@ -192,6 +226,7 @@ where
 
 #[cfg(test)]
 mod tests {
+    use providers::{Accepted, Call, SendError};
     use shared::domain::{Mobile, SmsCode};
 
     use super::*;
@@ -201,37 +236,73 @@ mod tests {
         SendJob::new(mobile, SmsCode::from_stored("123456"), "1".into(), Duration::from_secs(ttl_secs))
     }
 
-    fn transient() -> Result<Accepted, SendError> {
-        Err(SendError::Transient("ccp http 500".into()))
+    fn recipient() -> Recipient {
+        Recipient::parse(&Mobile::from_stored("13812345678"), 86).expect("a valid number")
+    }
+
+    fn round(routed: Routed, results: Vec<(ProviderName, Result<Accepted, SendError>)>) -> Round {
+        let calls = results
+            .into_iter()
+            .map(|(provider, result)| Call { provider, result, latency: Duration::from_millis(5) })
+            .collect();
+        Round { calls, routed, skipped: Vec::new() }
+    }
+
+    fn transient(provider: ProviderName) -> (ProviderName, Result<Accepted, SendError>) {
+        (provider, Err(SendError::Transient(format!("{provider} http 500"))))
     }
 
     #[test]
-    fn each_answer_is_decided_once_with_its_status_id_and_error() {
+    fn each_round_is_decided_once_with_its_status_provider_id_and_error() {
         let schedule = [Duration::from_secs(2), Duration::from_secs(10)];
-        let job = job(300);
+        let (job, to) = (job(300), recipient());
         let now = job.created_at;
 
         let accepted = Ok(Accepted { message_id: Some("m1".into()), note: None });
-        let sent = decide(&schedule, &job, 1, accepted, now);
-        assert_eq!(sent, Decision::new(DeliveryStatus::Sent, Some("m1".into()), None));
+        let failed_over = round(Routed::Sent, vec![transient(ProviderName::Ccp), (ProviderName::Tencent, accepted)]);
+        let sent = decide(&schedule, &job, 1, &failed_over, &to, now);
+        assert_eq!(sent.record.status, DeliveryStatus::Sent);
+        assert_eq!(sent.record.provider, Some(ProviderName::Tencent), "the provider of the last call");
+        assert_eq!(sent.record.provider_message_id.as_deref(), Some("m1"));
+        assert_eq!(sent.retry, None);
 
-        let refused = decide(&schedule, &job, 1, Err(SendError::Permanent("ccp 160042".into())), now);
-        assert_eq!(refused, Decision::new(DeliveryStatus::Failed, None, Some("ccp 160042".into())));
+        let barred = Err(SendError::Recipient("ccp 160042: 号码格式有误".into()));
+        let refused = decide(&schedule, &job, 1, &round(Routed::Refused, vec![(ProviderName::Ccp, barred)]), &to, now);
+        assert_eq!(refused.record.status, DeliveryStatus::Failed);
+        assert_eq!(refused.record.last_error.as_deref(), Some("ccp 160042: 号码格式有误"));
 
-        let retry = decide(&schedule, &job, 2, transient(), now);
+        let all_failed =
+            round(Routed::RoundFailed, vec![transient(ProviderName::Ccp), transient(ProviderName::Tencent)]);
+        let retry = decide(&schedule, &job, 2, &all_failed, &to, now);
         assert_eq!(retry.record.status, DeliveryStatus::Retrying);
         assert_eq!(retry.retry, Some(Duration::from_secs(10)));
+        assert_eq!(retry.record.last_error.as_deref(), Some("tencent http 500"));
 
-        let exhausted = decide(&schedule, &job, 3, transient(), now);
+        let exhausted = decide(&schedule, &job, 3, &all_failed, &to, now);
         assert_eq!(exhausted.record.status, DeliveryStatus::Failed);
-        assert_eq!(exhausted.record.last_error.as_deref(), Some("retries exhausted; last: ccp http 500"));
+        assert_eq!(exhausted.record.last_error.as_deref(), Some("retries exhausted; last: tencent http 500"));
         assert_eq!(exhausted.retry, None);
+
+        let nowhere = decide(&schedule, &job, 1, &round(Routed::NoRoute, vec![]), &to, now);
+        assert_eq!(nowhere.record.last_error.as_deref(), Some("no provider in SMS_PROVIDERS serves +86"));
+    }
+
+    #[test]
+    fn a_round_with_every_breaker_open_waits_in_the_schedule() {
+        let job = job(300);
+        let mut skipped = round(Routed::RoundFailed, vec![]);
+        skipped.skipped = vec![ProviderName::Ccp, ProviderName::Tencent];
+        let decision = decide(&[Duration::from_secs(2)], &job, 1, &skipped, &recipient(), job.created_at);
+        assert_eq!(decision.record.status, DeliveryStatus::Retrying);
+        assert_eq!(decision.retry, Some(Duration::from_secs(2)));
+        assert_eq!(decision.record.provider, None, "no call was made");
     }
 
     #[test]
     fn a_retry_after_the_codes_expiry_is_recorded_expired() {
         let job = job(5);
-        let decision = decide(&[Duration::from_secs(10)], &job, 1, transient(), job.created_at);
+        let failed = round(Routed::RoundFailed, vec![transient(ProviderName::Ccp)]);
+        let decision = decide(&[Duration::from_secs(10)], &job, 1, &failed, &recipient(), job.created_at);
         assert_eq!(decision.record.status, DeliveryStatus::Expired);
         assert_eq!(decision.retry, None);
     }

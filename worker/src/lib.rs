@@ -18,29 +18,49 @@ mod state;
 
 use std::sync::Arc;
 
-use providers::SmsProvider;
-use shared::{Settings, StartError};
+use providers::{Router, SmsProvider};
+use shared::{Settings, StartError, config::Countries};
 use tokio_util::sync::CancellationToken;
 
-/// Runs the worker with the provider of `SMS_PROVIDER` until `shutdown` is cancelled.
+/// Runs the worker with the providers of `SMS_PROVIDERS` until `shutdown` is cancelled,
+/// serving its endpoints on `WORKER_METRICS_ADDR`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), StartError> {
-    let provider = providers::from_settings(&settings).map_err(|e| StartError::Provider(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(settings.worker_metrics_addr).await?;
-    run_with_provider(settings, provider, listener, shutdown).await
+    serve(settings, listener, shutdown).await
 }
 
-/// Runs the worker with a given provider (tests pass one pointed at a local fake), serving
-/// its endpoints on `listener`.
+/// Runs the worker with the providers of `SMS_PROVIDERS`, serving its endpoints on `listener`.
+pub async fn serve(
+    settings: Settings,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
+    let router = Router::from_settings(&settings).map_err(|e| StartError::Provider(e.to_string()))?;
+    run_with_router(settings, router, listener, shutdown).await
+}
+
+/// Runs the worker with one given provider serving every number (tests pass a client
+/// pointed at a local fake), serving its endpoints on `listener`.
 pub async fn run_with_provider(
     settings: Settings,
     provider: Arc<dyn SmsProvider>,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
+    let router = Router::new(vec![(provider, Countries::Any)], &settings);
+    run_with_router(settings, router, listener, shutdown).await
+}
+
+async fn run_with_router(
+    settings: Settings,
+    router: Router,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), StartError> {
     settings.warn_about_dev_defaults();
     // Installed before the first request, so that no early metric is lost.
     shared::telemetry::metrics();
-    let state = Arc::new(state::WorkerState::connect(Arc::new(settings), provider, shutdown.clone()).await?);
+    let state = Arc::new(state::WorkerState::connect(Arc::new(settings), router, shutdown.clone()).await?);
     tracing::info!(addr = %listener.local_addr()?, "worker endpoints listening");
     let endpoints = tokio::spawn(endpoints::serve(state.clone(), listener, shutdown));
     consumer::Consumer::new(state).run().await;

@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, atomic::AtomicBool};
 
-use providers::SmsProvider;
+use providers::Router;
 use redis::aio::ConnectionManager;
 use shared::{Settings, StartError, db, keys::Keys, queue::Publisher};
 use sqlx::PgPool;
@@ -18,8 +18,8 @@ pub struct WorkerState {
     pub db: PgPool,
     /// Redis connection.
     pub redis: ConnectionManager,
-    /// The provider messages go out through.
-    pub provider: Arc<dyn SmsProvider>,
+    /// The providers messages go out through, with failover and circuit breakers.
+    pub router: Router,
     /// Publishes retries to the delay queues.
     pub publisher: Publisher,
     /// Whether a consumer is attached to the send queue right now (for `/readyz`).
@@ -32,7 +32,7 @@ impl WorkerState {
     /// Connects to PostgreSQL (migrating) and prepares Redis and the retry publisher.
     pub async fn connect(
         settings: Arc<Settings>,
-        provider: Arc<dyn SmsProvider>,
+        router: Router,
         shutdown: CancellationToken,
     ) -> Result<Self, StartError> {
         // A send holds a connection only for two short statements, so a few serve many sends
@@ -46,7 +46,7 @@ impl WorkerState {
             settings,
             db,
             redis,
-            provider,
+            router,
             consuming: AtomicBool::new(false),
             shutdown,
         })

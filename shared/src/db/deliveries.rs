@@ -13,7 +13,8 @@ use sqlx::{
 };
 use uuid::Uuid;
 
-use crate::names::text_enum;
+use super::attempts::{self, NewCall};
+use crate::{config::ProviderName, names::text_enum};
 
 text_enum! {
     /// The status of a delivery, as stored in `sms_deliveries.status` (a check-constrained
@@ -160,21 +161,33 @@ pub async fn start_attempt(db: &PgPool, attempt: &NewAttempt<'_>) -> Result<Atte
 pub struct AttemptOutcome {
     /// The new status.
     pub status: DeliveryStatus,
+    /// The provider of the attempt's last call (`None`: no call was made; the row keeps the
+    /// provider it names).
+    pub provider: Option<ProviderName>,
     /// The provider's id for the message, when it accepted it.
     pub provider_message_id: Option<String>,
     /// Why it failed, or a note on its acceptance.
     pub last_error: Option<String>,
 }
 
-/// Records the outcome of an attempt. Must be committed before the job is acked.
+/// Records the outcome of attempt `attempt` and its provider calls, in one transaction.
+/// Must be committed before the job is acked.
 #[tracing::instrument(skip_all, fields(job_id = %id, status = outcome.status.as_str()))]
-pub async fn finish_attempt(db: impl PgExecutor<'_>, id: Uuid, outcome: &AttemptOutcome) -> Result<(), sqlx::Error> {
+pub async fn finish_attempt(
+    db: &PgPool,
+    id: Uuid,
+    attempt: i32,
+    outcome: &AttemptOutcome,
+    calls: &[NewCall],
+) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
     sqlx::query(
         r#"
         update sms_deliveries
         set status = $2,
             provider_message_id = coalesce($3, provider_message_id),
             last_error = $4,
+            provider = coalesce($5, provider),
             sent_at = case when $2 = 'sent' then now() else sent_at end,
             updated_at = now()
         where id = $1
@@ -184,9 +197,11 @@ pub async fn finish_attempt(db: impl PgExecutor<'_>, id: Uuid, outcome: &Attempt
     .bind(outcome.status)
     .bind(outcome.provider_message_id.as_deref())
     .bind(outcome.last_error.as_deref())
-    .execute(db)
+    .bind(outcome.provider.map(ProviderName::as_str))
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    attempts::insert(&mut *tx, id, attempt, calls).await?;
+    tx.commit().await
 }
 
 /// Which deliveries to list.
@@ -218,7 +233,7 @@ pub async fn list(db: impl PgExecutor<'_>, filter: &Filter<'_>) -> Result<Vec<De
     )
     .bind(filter.status)
     .bind(filter.mobile)
-    .bind(filter.since.map(ago))
+    .bind(filter.since.map(super::ago))
     .bind(filter.limit)
     .fetch_all(db)
     .await
@@ -255,7 +270,7 @@ pub async fn count_by_status(
         order by status
         "#,
     )
-    .bind(ago(since))
+    .bind(super::ago(since))
     .fetch_all(db)
     .await
 }
@@ -328,10 +343,4 @@ pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error
     .execute(db)
     .await?;
     Ok(())
-}
-
-/// The instant `window` ago (the distant past for a window too large to subtract).
-fn ago(window: Duration) -> DateTime<Utc> {
-    let window = chrono::TimeDelta::from_std(window).unwrap_or(chrono::TimeDelta::MAX);
-    Utc::now().checked_sub_signed(window).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }

@@ -3,12 +3,15 @@
 //!
 //! - [`users`]: the registered mobiles.
 //! - [`deliveries`]: `sms_deliveries`, one row per send job.
+//! - [`attempts`]: `sms_attempts`, one row per provider call.
 
+pub mod attempts;
 pub mod deliveries;
 pub mod users;
 
 use std::{future::Future, str::FromStr, time::Duration};
 
+use chrono::{DateTime, Utc};
 use sqlx::{
     PgPool, Postgres,
     migrate::MigrateDatabase,
@@ -70,4 +73,10 @@ pub fn is_unavailable(error: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => db.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
         _ => false,
     }
+}
+
+/// The instant `window` ago (the distant past for a window too large to subtract).
+fn ago(window: Duration) -> DateTime<Utc> {
+    let window = chrono::TimeDelta::from_std(window).unwrap_or(chrono::TimeDelta::MAX);
+    Utc::now().checked_sub_signed(window).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }

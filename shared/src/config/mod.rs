@@ -2,22 +2,21 @@
 //! Configuration section), parsed and validated once at start-up. An invalid value stops the
 //! process with a message naming the variable.
 
-use std::{net::SocketAddr, str::FromStr, time::Duration};
+mod providers;
+mod vars;
 
+use std::{net::SocketAddr, time::Duration};
+
+pub use providers::{
+    AliyunSettings, CcpSettings, Countries, DEFAULT_TEXT_TEMPLATE, LogSettings, ProviderName, ProviderSettings,
+    TencentSettings, TwilioSender, TwilioSettings,
+};
 use regex_lite::Regex;
 use secrecy::SecretString;
+pub use vars::ConfigError;
+use vars::{Vars, invalid};
 
 use crate::names::text_enum;
-
-/// A configuration error: always names the variable at fault.
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {var}: {reason}")]
-pub struct ConfigError {
-    /// The environment variable at fault.
-    pub var: &'static str,
-    /// What is wrong with its value.
-    pub reason: String,
-}
 
 text_enum! {
     /// The RabbitMQ queue type of the send and retry queues (`AMQP_QUEUE_TYPE`).
@@ -37,40 +36,6 @@ text_enum! {
         /// One JSON object per line, for log shippers.
         Json = "json",
     }
-}
-
-text_enum! {
-    /// The SMS providers (`SMS_PROVIDER`); also the name recorded in `sms_deliveries.provider`.
-    pub enum ProviderName {
-        /// Dev only: the code goes to the worker's log.
-        Log = "log",
-        /// Ronglian Cloud Communications (容联云通讯).
-        Ccp = "ccp",
-    }
-}
-
-/// Which SMS provider the worker sends through.
-#[derive(Clone, Debug)]
-pub enum ProviderSettings {
-    /// Dev only: writes the code to the worker's log instead of sending it.
-    Log,
-    /// Ronglian Cloud Communications (容联云通讯) template SMS.
-    Ccp(CcpSettings),
-}
-
-/// Credentials and endpoint of the Ronglian (CCP) REST API.
-#[derive(Clone, Debug)]
-pub struct CcpSettings {
-    /// `CCP_BASE_URL`, scheme + host + port, no trailing slash.
-    pub base_url: String,
-    /// `CCP_ACCOUNT_SID`.
-    pub account_sid: String,
-    /// `CCP_AUTH_TOKEN`: never logged.
-    pub auth_token: SecretString,
-    /// `CCP_APP_ID`.
-    pub app_id: String,
-    /// `CCP_TEMPLATE_ID`.
-    pub template_id: String,
 }
 
 /// All configuration of api, worker and smsctl.
@@ -120,8 +85,14 @@ pub struct Settings {
     pub sms_retry_schedule: Vec<Duration>,
     /// `SMS_PROVIDER_TIMEOUT_SECS`.
     pub sms_provider_timeout: Duration,
-    /// `SMS_PROVIDER` and its keys.
-    pub provider: ProviderSettings,
+    /// `SMS_PROVIDERS` (or `SMS_PROVIDER`), in order, each with its settings.
+    pub providers: Vec<ProviderSettings>,
+    /// `DEFAULT_COUNTRY_CODE` (86): the country of a mobile written without `+`.
+    pub default_country_code: u16,
+    /// `PROVIDER_BREAKER_FAILURES` (5): failures in a row that open a provider's breaker.
+    pub provider_breaker_failures: u32,
+    /// `PROVIDER_BREAKER_OPEN_SECS` (30): how long an open breaker skips its provider.
+    pub provider_breaker_open: Duration,
     /// `CODE_DIGEST_KEY`: key of the `code_digest` HMAC stored with each delivery.
     pub code_digest_key: SecretString,
     /// `LOG_FORMAT`.
@@ -141,16 +112,7 @@ impl Settings {
     /// a variable that is absent or empty takes its default.
     pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let vars = Vars(&lookup);
-        let provider = match vars.parse("SMS_PROVIDER", "log")? {
-            ProviderName::Log => ProviderSettings::Log,
-            ProviderName::Ccp => ProviderSettings::Ccp(CcpSettings {
-                base_url: vars.str("CCP_BASE_URL", "https://app.cloopen.com:8883").trim_end_matches('/').to_owned(),
-                account_sid: vars.required("CCP_ACCOUNT_SID")?,
-                auth_token: SecretString::from(vars.required("CCP_AUTH_TOKEN")?),
-                app_id: vars.required("CCP_APP_ID")?,
-                template_id: vars.str("CCP_TEMPLATE_ID", "1"),
-            }),
-        };
+        let providers = providers::parse(&vars)?;
         let amqp_prefix = vars.str("AMQP_PREFIX", "sms");
         if amqp_prefix.is_empty()
             || amqp_prefix.len() > 200
@@ -207,7 +169,16 @@ impl Settings {
                 steps
             },
             sms_provider_timeout: vars.secs("SMS_PROVIDER_TIMEOUT_SECS", 5)?,
-            provider,
+            providers,
+            default_country_code: {
+                let code: u16 = vars.parse("DEFAULT_COUNTRY_CODE", "86")?;
+                if !(1..=999).contains(&code) {
+                    return Err(invalid("DEFAULT_COUNTRY_CODE", format!("{code} is not a calling code (1-999)")));
+                }
+                code
+            },
+            provider_breaker_failures: vars.positive("PROVIDER_BREAKER_FAILURES", 5)?,
+            provider_breaker_open: vars.secs("PROVIDER_BREAKER_OPEN_SECS", 30)?,
             code_digest_key: SecretString::from(vars.str("CODE_DIGEST_KEY", DEV_CODE_DIGEST_KEY)),
             log_format: vars.parse("LOG_FORMAT", "text")?,
         };
@@ -220,78 +191,21 @@ impl Settings {
         if self.code_digest_key.expose_secret() == DEV_CODE_DIGEST_KEY {
             tracing::warn!("CODE_DIGEST_KEY is not set: using the development key");
         }
-        if matches!(self.provider, ProviderSettings::Log) {
-            tracing::warn!("SMS_PROVIDER=log: codes are written to the worker's log, not sent");
+        if self.providers.iter().any(|p| p.name() == ProviderName::Log) {
+            tracing::warn!("the log provider is configured: codes are written to the worker's log, not sent");
         }
     }
 
-    /// The provider `SMS_PROVIDER` names.
-    pub fn provider_name(&self) -> ProviderName {
-        match &self.provider {
-            ProviderSettings::Log => ProviderName::Log,
-            ProviderSettings::Ccp(_) => ProviderName::Ccp,
-        }
-    }
-
-    /// The template the send jobs name (`CCP_TEMPLATE_ID`; `1`, the test template, for `log`).
+    /// The template the send jobs name: that of the first provider of `SMS_PROVIDERS`
+    /// (`CCP_TEMPLATE_ID` for ccp, `1` for log). Each provider sends its own template; this is
+    /// what `sms_deliveries.template_id` records.
     pub fn provider_template_id(&self) -> &str {
-        match &self.provider {
-            ProviderSettings::Ccp(ccp) => &ccp.template_id,
-            ProviderSettings::Log => "1",
-        }
+        self.providers.first().map_or("1", ProviderSettings::template_id)
     }
 
     /// The SMS code lifetime in whole minutes, as the provider template's `{2}` (`"5"`).
     pub fn sms_code_ttl_minutes(&self) -> u64 {
         self.sms_code_ttl.as_secs().div_ceil(60)
-    }
-}
-
-fn invalid(var: &'static str, reason: String) -> ConfigError {
-    ConfigError { var, reason }
-}
-
-struct Vars<'a>(&'a dyn Fn(&str) -> Option<String>);
-
-impl Vars<'_> {
-    fn get(&self, name: &str) -> Option<String> {
-        (self.0)(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
-    }
-
-    fn str(&self, name: &str, default: &str) -> String {
-        self.get(name).unwrap_or_else(|| default.to_owned())
-    }
-
-    fn required(&self, name: &'static str) -> Result<String, ConfigError> {
-        self.get(name).ok_or_else(|| invalid(name, "required when SMS_PROVIDER=ccp".into()))
-    }
-
-    fn parse<T: FromStr>(&self, name: &'static str, default: &str) -> Result<T, ConfigError>
-    where
-        T::Err: std::fmt::Display,
-    {
-        let raw = self.str(name, default);
-        raw.parse().map_err(|e| invalid(name, format!("{raw:?}: {e}")))
-    }
-
-    fn positive(&self, name: &'static str, default: u32) -> Result<u32, ConfigError> {
-        match self.parse::<u32>(name, &default.to_string())? {
-            0 => Err(invalid(name, "must be at least 1".into())),
-            n => Ok(n),
-        }
-    }
-
-    fn secs(&self, name: &'static str, default: u32) -> Result<Duration, ConfigError> {
-        Ok(Duration::from_secs(self.positive(name, default)?.into()))
-    }
-
-    fn bool(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
-        match self.get(name).as_deref().map(str::to_ascii_lowercase).as_deref() {
-            None => Ok(default),
-            Some("true" | "1" | "yes" | "on") => Ok(true),
-            Some("false" | "0" | "no" | "off") => Ok(false),
-            Some(other) => Err(invalid(name, format!("{other:?}: expected true or false"))),
-        }
     }
 }
 
@@ -317,7 +231,9 @@ mod tests {
         assert_eq!(s.sms_retry_schedule.iter().map(Duration::as_secs).collect::<Vec<_>>(), [2, 10, 30, 60, 120]);
         assert!(s.mobile_pattern.is_match("19912345678"));
         assert!(!s.mobile_pattern.is_match("12912345678"));
-        assert!(matches!(s.provider, ProviderSettings::Log));
+        assert!(matches!(s.providers.as_slice(), [ProviderSettings::Log(_)]));
+        assert_eq!(s.default_country_code, 86);
+        assert_eq!((s.provider_breaker_failures, s.provider_breaker_open), (5, Duration::from_secs(30)));
         Ok(())
     }
 
@@ -339,8 +255,61 @@ mod tests {
     }
 
     #[test]
-    fn ccp_requires_its_credentials() {
+    fn each_provider_requires_its_credentials() {
+        for (list, var) in [
+            ("ccp", "CCP_ACCOUNT_SID"),
+            ("aliyun", "ALIYUN_ACCESS_KEY_ID"),
+            ("tencent", "TENCENT_SECRET_ID"),
+            ("twilio", "TWILIO_ACCOUNT_SID"),
+            ("log,log", "SMS_PROVIDERS"),
+            ("log,fax", "SMS_PROVIDERS"),
+        ] {
+            let err = with(&[("SMS_PROVIDERS", list)]).err();
+            assert_eq!(err.as_ref().map(|e| e.var), Some(var), "{list}: {err:?}");
+        }
         let err = with(&[("SMS_PROVIDER", "ccp")]).err().map(|e| e.var);
-        assert_eq!(err, Some("CCP_ACCOUNT_SID"));
+        assert_eq!(err, Some("CCP_ACCOUNT_SID"), "SMS_PROVIDER is the one-provider form");
+    }
+
+    #[test]
+    fn providers_keep_their_order_and_countries() -> Result<(), ConfigError> {
+        let s = with(&[
+            ("SMS_PROVIDERS", "tencent, twilio"),
+            ("TENCENT_SECRET_ID", "id"),
+            ("TENCENT_SECRET_KEY", "key"),
+            ("TENCENT_SMS_SDK_APP_ID", "1400006666"),
+            ("TENCENT_SIGN_NAME", "sign"),
+            ("TENCENT_TEMPLATE_ID", "1110"),
+            ("TENCENT_COUNTRIES", "86, +852"),
+            ("TWILIO_ACCOUNT_SID", "AC1"),
+            ("TWILIO_AUTH_TOKEN", "token"),
+            ("TWILIO_MESSAGING_SERVICE_SID", "MG1"),
+            ("RECEIPT_BASE_URL", "https://sms.example.com/"),
+        ])?;
+        let names: Vec<ProviderName> = s.providers.iter().map(ProviderSettings::name).collect();
+        assert_eq!(names, [ProviderName::Tencent, ProviderName::Twilio]);
+        assert_eq!(s.providers[0].countries(), &Countries::Codes(vec![86, 852]));
+        assert!(s.providers[1].countries().serves(1));
+        let ProviderSettings::Twilio(twilio) = &s.providers[1] else { panic!("twilio settings") };
+        assert_eq!(twilio.sender, TwilioSender::MessagingService("MG1".into()));
+        assert_eq!(twilio.status_callback.as_deref(), Some("https://sms.example.com/receipts/twilio"));
+        assert_eq!(s.provider_template_id(), "1110");
+        for (var, value) in [("TENCENT_COUNTRIES", "china"), ("TWILIO_FROM", "+1555"), ("SMS_TEXT_TEMPLATE", "no code")]
+        {
+            let mut pairs = vec![
+                ("SMS_PROVIDERS", "tencent,twilio"),
+                ("TENCENT_SECRET_ID", "id"),
+                ("TENCENT_SECRET_KEY", "key"),
+                ("TENCENT_SMS_SDK_APP_ID", "1"),
+                ("TENCENT_SIGN_NAME", "s"),
+                ("TENCENT_TEMPLATE_ID", "1"),
+                ("TWILIO_ACCOUNT_SID", "AC1"),
+                ("TWILIO_AUTH_TOKEN", "t"),
+                ("TWILIO_MESSAGING_SERVICE_SID", "MG1"),
+            ];
+            pairs.push((var, value));
+            assert_eq!(with(&pairs).err().map(|e| e.var), Some(var), "{var}={value}");
+        }
+        Ok(())
     }
 }
