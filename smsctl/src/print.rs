@@ -19,16 +19,17 @@ pub fn deliveries(out: &mut impl Write, rows: &[Delivery], json: bool) -> Result
     }
     writeln!(
         out,
-        "{:<36}  {:<13}  {:<10}  {:>3}  {:<20}  {:<36}  last_error",
-        "id", "mobile", "status", "try", "created_at", "replay_of"
+        "{:<36}  {:<13}  {:<10}  {:<8}  {:>3}  {:<20}  {:<36}  last_error",
+        "id", "mobile", "status", "provider", "try", "created_at", "replay_of"
     )?;
     for r in rows {
         writeln!(
             out,
-            "{:<36}  {:<13}  {:<10}  {:>3}  {:<20}  {:<36}  {}",
+            "{:<36}  {:<13}  {:<10}  {:<8}  {:>3}  {:<20}  {:<36}  {}",
             r.id,
             r.mobile,
             r.status.as_str(),
+            r.provider,
             r.attempts,
             r.created_at.format("%Y-%m-%d %H:%M:%S"),
             r.replay_of.map(|id| id.to_string()).unwrap_or_default(),

@@ -106,6 +106,49 @@ async fn a_ccp_5xx_fails_over_to_tencent_at_once_with_the_same_code() -> TestRes
     app.cleanup().await
 }
 
+/// Runs smsctl with `args` against `app`'s configuration: (success, output).
+async fn smsctl(app: &TestApp, args: &[&str]) -> TestResult<(bool, String)> {
+    use clap::Parser;
+    let cli = smsctl::Cli::try_parse_from(std::iter::once("smsctl").chain(args.iter().copied()))?;
+    let mut out = Vec::new();
+    let ok = smsctl::run(cli, &app.settings, &mut out).await?;
+    Ok((ok, String::from_utf8(out)?))
+}
+
+#[tokio::test]
+async fn smsctl_shows_the_outage_and_the_failover_that_covered_it() -> TestResult {
+    let (app, ccp, _tencent) = ccp_then_tencent(&[]).await?;
+    ccp.script([ccp_fake::Reply::Http(502), ccp_fake::Reply::Http(502), ccp_fake::Reply::Status("160000")]);
+    let mut mobiles = Vec::new();
+    for _ in 0..4 {
+        let (mobile, _) = request(&app).await?;
+        wait_for(&app, &mobile, "sent").await?;
+        mobiles.push(mobile);
+    }
+
+    let (ok, json) = smsctl(&app, &["providers", "--since", "1h", "--json"]).await?;
+    assert!(ok);
+    let rows: Vec<serde_json::Value> = json.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    let of = |name: &str| rows.iter().find(|r| r["provider"] == name).cloned().unwrap_or_default();
+    assert_eq!(
+        (of("ccp")["calls"].as_i64(), of("ccp")["transient"].as_i64(), of("ccp")["sent"].as_i64()),
+        (Some(4), Some(3), Some(1))
+    );
+    assert_eq!((of("tencent")["calls"].as_i64(), of("tencent")["sent"].as_i64()), (Some(3), Some(3)));
+
+    let id: uuid::Uuid = sqlx::query_scalar("select id from sms_deliveries where mobile = $1")
+        .bind(&mobiles[0])
+        .fetch_one(&app.db)
+        .await?;
+    let (ok, table) = smsctl(&app, &["deliveries", "--id", &id.to_string()]).await?;
+    assert!(ok, "{table}");
+    assert!(table.contains("ccp       transient") && table.contains("tencent   sent"), "{table}");
+    assert!(table.contains("ccp http 502"), "{table}");
+    let (_, summary) = smsctl(&app, &["providers", "--since", "1h"]).await?;
+    eprintln!("{summary}\n{table}");
+    app.cleanup().await
+}
+
 #[tokio::test]
 async fn a_ccp_timeout_fails_over_to_tencent() -> TestResult {
     let (app, ccp, tencent) = ccp_then_tencent(&[("SMS_PROVIDER_TIMEOUT_SECS", "1")]).await?;
