@@ -180,7 +180,8 @@ where
 }
 
 fn mobile(phase: usize, i: usize) -> String {
-    format!("1{}{:09}", 3 + phase, i)
+    // 13x: valid mainland mobile ranges for every phase used (131, 133, 134, 135).
+    format!("13{phase}{i:08}")
 }
 
 /// Stores `n` captchas `bench<phase>_<i>` = `ABCD`, pipelined.
