@@ -1,5 +1,8 @@
-//! Registering a user: the SMS code checked and used up, the password hashed with argon2id
-//! off the async runtime, the user created where the unique constraint decides.
+//! Registering a user: the SMS code checked and taken, the password hashed with argon2id off
+//! the async runtime, the user created where the unique constraint decides. Runs detached from
+//! the connection, and puts the code back when our own failure comes after taking it.
+
+use std::net::IpAddr;
 
 use argon2::{Argon2, password_hash::PasswordHasher};
 use shared::{
@@ -17,16 +20,48 @@ pub const PASSWORD_MIN_CHARS: usize = 8;
 /// Passwords longer than this are refused (argon2 cost grows with length).
 pub const PASSWORD_MAX_CHARS: usize = 128;
 
-/// Creates the user `mobile` with `password` if `sms_code` is its live code.
-pub async fn register(state: &AppState, mobile: &Mobile, sms_code: &str, password: &str) -> Result<(), ApiError> {
-    if !(PASSWORD_MIN_CHARS..=PASSWORD_MAX_CHARS).contains(&password.chars().count()) {
+/// A parsed register request, owned so that it can outlive the connection.
+pub struct Registration {
+    /// The mobile.
+    pub mobile: Mobile,
+    /// The code as typed.
+    pub sms_code: String,
+    /// The password as typed.
+    pub password: String,
+    /// The client's address (wrong codes are limited per IP).
+    pub ip: IpAddr,
+}
+
+/// Creates the user if the code is the mobile's live one, detached from the connection: a
+/// client that goes away cannot leave its code taken and no user created.
+pub async fn register(state: &AppState, registration: Registration) -> Result<(), ApiError> {
+    let chars = registration.password.chars().count();
+    if !(PASSWORD_MIN_CHARS..=PASSWORD_MAX_CHARS).contains(&chars) {
         return Err(ApiError::InvalidParam("密码长度应为8-128位"));
     }
+    let task_state = state.clone();
+    state.detached.run(async move { create(&task_state, registration).await }).await
+}
 
-    state.codes.consume_code(mobile, sms_code).await?;
+async fn create(state: &AppState, r: Registration) -> Result<(), ApiError> {
+    let claimed = state.codes.consume_code(&r.mobile, &r.sms_code, r.ip).await?;
+    match hash_and_insert(state, &r.mobile, r.password).await {
+        Ok(()) => {
+            tracing::info!(mobile = %r.mobile.masked(), "user registered");
+            Ok(())
+        }
+        // The code did its job: the mobile is registered (by a concurrent request, or before).
+        Err(e @ ApiError::MobileTaken) => Err(e),
+        Err(e) => {
+            // Our failure, not the user's: the code must not be lost with it.
+            state.codes.put_back(&r.mobile, &claimed).await;
+            Err(e)
+        }
+    }
+}
 
+async fn hash_and_insert(state: &AppState, mobile: &Mobile, password: String) -> Result<(), ApiError> {
     // Hashing takes tens of milliseconds of CPU: off the async runtime.
-    let password = password.to_owned();
     let hash = tokio::task::spawn_blocking(move || {
         Argon2::default().hash_password(password.as_bytes()).map(|h| h.to_string())
     })
@@ -37,9 +72,5 @@ pub async fn register(state: &AppState, mobile: &Mobile, sms_code: &str, passwor
     let created = db::within(state.settings.dependency_timeout, users::create(&state.db, mobile, &hash))
         .await
         .errmsg("数据保存失败")?;
-    if !created {
-        return Err(ApiError::MobileTaken);
-    }
-    tracing::info!(mobile = %mobile.masked(), "user registered");
-    Ok(())
+    if created { Ok(()) } else { Err(ApiError::MobileTaken) }
 }

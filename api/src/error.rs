@@ -39,14 +39,24 @@ pub enum Limit {
     DailyPerMobile,
     /// `SMS_HOURLY_LIMIT_PER_IP`.
     HourlyPerIp,
+    /// `IMAGE_CODE_HOURLY_LIMIT_PER_IP`: captchas issued to one client IP.
+    ImageCodesPerIp,
+    /// Every captcha-drawing slot stayed busy for `DEPENDENCY_TIMEOUT_MS` (a flood).
+    CaptchaRenders,
+    /// `REGISTER_HOURLY_FAILURES_PER_IP`: wrong SMS codes from one client IP.
+    RegisterFailuresPerIp,
 }
 
 /// A failed `/passport` request.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    /// The body is not a JSON object, or is too large: HTTP 400.
+    /// The body is not a JSON object, or its `Content-Type` is not JSON: HTTP 400.
     #[error("malformed body: {0}")]
     MalformedBody(String),
+    /// The body is larger than `MAX_BODY_BYTES`: HTTP 400, and the connection is closed once
+    /// the rest of the body has been read and dropped (see `extract::JsonBody`).
+    #[error("body larger than the limit")]
+    BodyTooLarge,
     /// A required field is missing, empty or not a string.
     #[error("missing parameter")]
     MissingParams,
@@ -76,9 +86,14 @@ pub enum ApiError {
     /// The SMS code does not match.
     #[error("sms code wrong")]
     SmsCodeWrong,
-    /// Too many wrong SMS codes: the code was deleted.
-    #[error("too many wrong sms codes")]
-    TooManyAttempts,
+    /// Too many wrong SMS codes: the code was deleted. HTTP 429 with `Retry-After`, as every
+    /// 4201.
+    #[error("too many wrong sms codes, retry after {retry_after_secs}s")]
+    TooManyAttempts {
+        /// When a new code can be asked for: `SMS_RESEND_INTERVAL_SECS`, the longest the
+        /// cooldown of the deleted code can still run.
+        retry_after_secs: u64,
+    },
     /// The mobile is already registered.
     #[error("mobile already registered")]
     MobileTaken,
@@ -101,6 +116,9 @@ pub enum ApiError {
     /// The send job was not queued.
     #[error("broker: {0}")]
     Broker(#[from] PublishError),
+    /// The request did not finish within `API_REQUEST_TIMEOUT_SECS`.
+    #[error("request timed out")]
+    Timeout,
     /// Anything else.
     #[error("internal: {0}")]
     Internal(String),
@@ -142,7 +160,7 @@ impl ApiError {
     fn parts(&self) -> (Errno, StatusCode, &'static str) {
         use ApiError::*;
         match self {
-            MalformedBody(_) => (Errno::ParamErr, StatusCode::BAD_REQUEST, "参数错误"),
+            MalformedBody(_) | BodyTooLarge => (Errno::ParamErr, StatusCode::BAD_REQUEST, "参数错误"),
             MissingParams => (Errno::ParamErr, StatusCode::OK, "参数不全"),
             InvalidParam(msg) => (Errno::ParamErr, StatusCode::OK, msg),
             BadMobile => (Errno::DataErr, StatusCode::OK, "手机号不正确"),
@@ -154,15 +172,18 @@ impl ApiError {
                 match limit {
                     Limit::ResendCooldown => "发送过于频繁，请稍后再试",
                     Limit::DailyPerMobile => "该手机号今日发送次数已达上限",
-                    Limit::HourlyPerIp => "请求次数过多，请稍后再试",
+                    Limit::HourlyPerIp | Limit::ImageCodesPerIp => "请求次数过多，请稍后再试",
+                    Limit::CaptchaRenders => "系统繁忙，请稍后再试",
+                    Limit::RegisterFailuresPerIp => "验证码错误次数过多，请稍后再试",
                 },
             ),
             SmsCodeExpired => (Errno::NoData, StatusCode::OK, "短信验证码已过期"),
             SmsCodeWrong => (Errno::DataErr, StatusCode::OK, "短信验证码错误"),
-            TooManyAttempts => (Errno::ReqErr, StatusCode::OK, "验证码错误次数过多，请重新获取"),
+            TooManyAttempts { .. } => (Errno::ReqErr, StatusCode::TOO_MANY_REQUESTS, "验证码错误次数过多，请重新获取"),
             MobileTaken => (Errno::DataExist, StatusCode::OK, "该手机已被注册"),
             Redis { errmsg, .. } | Database { errmsg, .. } => (Errno::DbErr, StatusCode::OK, errmsg),
             Broker(_) => (Errno::ThirdErr, StatusCode::OK, "发送短信失败"),
+            Timeout => (Errno::ServerErr, StatusCode::OK, "请求超时，请稍后再试"),
             Internal(_) => (Errno::ServerErr, StatusCode::OK, Errno::ServerErr.default_message()),
         }
     }
@@ -184,8 +205,15 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(Reply { errno: errno.code(), errmsg })).into_response();
         // For the request metrics, which label answers by errno.
         response.extensions_mut().insert(errno);
-        if let ApiError::RateLimited { retry_after_secs, .. } = self {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+        match self {
+            ApiError::RateLimited { retry_after_secs, .. } | ApiError::TooManyAttempts { retry_after_secs } => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+            }
+            // The rest of the body is read and dropped, then the connection ends: say so.
+            ApiError::BodyTooLarge => {
+                response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
         }
         response
     }

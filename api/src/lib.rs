@@ -15,6 +15,7 @@ mod captcha;
 mod codes;
 mod error;
 mod extract;
+mod lifetime;
 mod metrics;
 pub mod openapi;
 mod routes;
@@ -23,19 +24,12 @@ mod state;
 
 use std::{net::SocketAddr, sync::Arc};
 
-use axum::{
-    Router,
-    extract::DefaultBodyLimit,
-    http::{HeaderName, StatusCode},
-    middleware,
-    routing::get,
-};
+use axum::{Router, extract::DefaultBodyLimit, http::HeaderName, middleware, routing::get};
 use shared::Settings;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::{
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    timeout::TimeoutLayer,
     trace::TraceLayer,
 };
 
@@ -60,7 +54,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Every dependency call has its own shorter timeout and errno answer; this is the
         // last resort against a request that hangs anyway.
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(middleware::from_fn_with_state(timeout, lifetime::answer_in_time))
         .layer(middleware::from_fn(metrics::record))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::extract::Request| {
             let id = request.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -78,6 +72,9 @@ pub async fn run(settings: Settings, listener: TcpListener, shutdown: Cancellati
     // Installed before the first request, so that no early metric is lost.
     shared::telemetry::metrics();
     let state = AppState::connect(Arc::new(settings)).await?;
+    // In the background: a slow or refusing Redis must not hold up start-up.
+    let codes = state.codes.clone();
+    tokio::spawn(async move { codes.warn_unless_noeviction().await });
     if let Err(e) = state.publisher.connect().await {
         // Not fatal: requests answer 4301 until the broker is back, and the publisher
         // reconnects on its own.
@@ -85,7 +82,11 @@ pub async fn run(settings: Settings, listener: TcpListener, shutdown: Cancellati
     }
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "api listening");
+    let detached = state.detached.clone();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    // Requests whose client went away may still be running: let them finish (job queued or
+    // everything given back) before the process exits.
+    detached.drain().await;
     Ok(())
 }

@@ -2,9 +2,12 @@
 //! everything it does with Redis, PostgreSQL and the broker. The handler parses; this sends.
 //! (The benchmark's bare pipeline calls [`request_code`] directly.)
 
+use std::net::IpAddr;
+
+use secrecy::ExposeSecret;
 use shared::{
     db::{self, users},
-    domain::{Mobile, SmsCode},
+    domain::{ImageCodeId, Mobile, SmsCode},
     queue::SendJob,
 };
 
@@ -13,6 +16,34 @@ use crate::{
     error::{ApiError, ResultExt},
     state::AppState,
 };
+
+/// A parsed sms_code request, owned so that it can outlive the connection.
+pub struct CodeRequest {
+    /// Who the code is for.
+    pub mobile: Mobile,
+    /// Which captcha.
+    pub image_code_id: ImageCodeId,
+    /// What the user typed.
+    pub typed: String,
+    /// The client's address.
+    pub ip: IpAddr,
+    /// The request's `x-request-id`, carried into the job.
+    pub request_id: Option<String>,
+}
+
+/// [`request_code`] detached from the connection: if the client goes away, the pipeline
+/// still ends with its job queued or everything given back.
+pub async fn request_code_detached(state: &AppState, request: CodeRequest) -> Result<(), ApiError> {
+    let task_state = state.clone();
+    state
+        .detached
+        .run(async move {
+            let CodeRequest { mobile, image_code_id, typed, ip, request_id } = request;
+            let attempt = Attempt { mobile: &mobile, image_code_id: &image_code_id, typed: &typed, ip };
+            request_code(&task_state, &attempt, request_id).await
+        })
+        .await
+}
 
 /// Why the pipeline stopped after the rate limits were taken: the answer, and the code if
 /// one was stored, so that it can be removed as the limits are given back.
@@ -58,12 +89,14 @@ async fn send_code(state: &AppState, mobile: &Mobile, request_id: Option<String>
     // 8. store it (and reset the wrong-try counter of the previous code) in one round trip
     state.codes.store_code(mobile, &code).await?;
 
-    // 9. queue the send job and wait for the broker's confirm
+    // 9. queue the send job (it carries the code's digest, never the code) and wait for the
+    //    broker's confirm
     let settings = &state.settings;
-    let mut job = SendJob::new(mobile.clone(), code, settings.provider_template_id().to_owned(), settings.sms_code_ttl);
+    let mut job =
+        SendJob::new(mobile.clone(), &code, settings.code_digest_key.expose_secret().as_bytes(), settings.sms_code_ttl);
     job.request_id = request_id;
     if let Err(e) = state.publisher.publish(&job).await {
-        return Err(SendFailure { error: ApiError::Broker(e), stored: Some(job.code) });
+        return Err(SendFailure { error: ApiError::Broker(e), stored: Some(code) });
     }
     tracing::info!(job_id = %job.id, mobile = %mobile.masked(), "sms job queued");
     Ok(())

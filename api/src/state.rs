@@ -6,7 +6,7 @@ use axum::extract::FromRef;
 use shared::{Settings, StartError, queue::Publisher};
 use sqlx::PgPool;
 
-use crate::{codes::CodeStore, extract::ProxyTrust};
+use crate::{codes::CodeStore, extract::ProxyTrust, lifetime::Detached};
 
 /// Pools and configuration, built once at start-up.
 #[derive(Clone)]
@@ -19,6 +19,8 @@ pub struct AppState {
     pub db: PgPool,
     /// Confirmed publishing of send jobs.
     pub publisher: Publisher,
+    /// Runs the send pipeline and registration detached from the connection.
+    pub detached: Detached,
 }
 
 /// PostgreSQL connections per api process: requests hold one for a single short query.
@@ -31,12 +33,12 @@ impl AppState {
         let db = shared::db::connect_and_migrate(&settings, DB_POOL_SIZE).await?;
         let codes = CodeStore::new(shared::cache::connect(&settings)?, settings.clone());
         let publisher = Publisher::new(settings.clone(), "smscode-api");
-        Ok(Self { settings, codes, db, publisher })
+        Ok(Self { settings, codes, db, publisher, detached: Detached::default() })
     }
 }
 
 impl FromRef<AppState> for ProxyTrust {
     fn from_ref(state: &AppState) -> Self {
-        Self(state.settings.trust_proxy_headers)
+        Self { trust: state.settings.trust_proxy_headers, hops: state.settings.trusted_proxy_hops }
     }
 }

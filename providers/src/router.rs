@@ -114,6 +114,11 @@ impl Router {
         Self { entries, timeout: settings.sms_provider_timeout }
     }
 
+    /// The longest one round can take: every provider called, each until its timeout.
+    pub fn round_budget(&self) -> Duration {
+        self.timeout * u32::try_from(self.entries.len()).unwrap_or(u32::MAX)
+    }
+
     /// The first provider that serves `country_code` (what a new delivery row names before
     /// any call is made).
     pub fn first_for(&self, country_code: u16) -> Option<ProviderName> {

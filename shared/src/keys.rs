@@ -2,6 +2,8 @@
 //! register view keeps working; the rate-limit keys are this project's own (see the README).
 //! Every key starts with `REDIS_KEY_PREFIX` (empty by default).
 
+use std::net::{IpAddr, Ipv6Addr};
+
 use chrono::{DateTime, Timelike, Utc};
 
 use crate::{
@@ -47,15 +49,29 @@ impl Keys {
         format!("{}SMSDaily_{}_{day}", self.prefix, mobile.as_str())
     }
 
-    /// `SMSIpHourly_<ip>_<yyyymmddhh>`: codes requested from one client IP in one hour.
-    pub fn ip_hourly_count(&self, ip: &str, now: DateTime<Utc>) -> String {
+    /// `SMSIpHourly_<ip>_<yyyymmddhh>`: codes requested from one client IP ([`ip_bucket`]) in
+    /// one hour.
+    pub fn ip_hourly_count(&self, ip: IpAddr, now: DateTime<Utc>) -> String {
         let hour = now.with_timezone(&BEIJING).format("%Y%m%d%H");
-        format!("{}SMSIpHourly_{ip}_{hour}", self.prefix)
+        format!("{}SMSIpHourly_{}_{hour}", self.prefix, ip_bucket(ip))
+    }
+
+    /// `ImageCodeIpHourly_<ip>_<yyyymmddhh>`: captchas issued to one client IP ([`ip_bucket`])
+    /// in one hour.
+    pub fn image_code_ip_hourly(&self, ip: IpAddr, now: DateTime<Utc>) -> String {
+        let hour = now.with_timezone(&BEIJING).format("%Y%m%d%H");
+        format!("{}ImageCodeIpHourly_{}_{hour}", self.prefix, ip_bucket(ip))
     }
 
     /// `SMSAttempts_<mobile>`: wrong tries against the live SMS code.
     pub fn verify_attempts(&self, mobile: &Mobile) -> String {
         format!("{}SMSAttempts_{}", self.prefix, mobile.as_str())
+    }
+
+    /// `RegisterFailIp_<ip>_<yyyymmddhh>`: wrong SMS codes sent from one client IP in one hour.
+    pub fn register_failures(&self, ip: &str, now: DateTime<Utc>) -> String {
+        let hour = now.with_timezone(&BEIJING).format("%Y%m%d%H");
+        format!("{}RegisterFailIp_{ip}_{hour}", self.prefix)
     }
 }
 
@@ -63,6 +79,19 @@ impl From<&Settings> for Keys {
     /// The keys of a deployment (`REDIS_KEY_PREFIX`).
     fn from(settings: &Settings) -> Self {
         Self::new(settings.redis_key_prefix.clone())
+    }
+}
+
+/// The client a per-IP limit counts: an IPv4 address as is, an IPv6 address by its /64
+/// (`2001:db8:1:2::/64`), because one subscriber or host gets a whole /64 and could otherwise
+/// take a fresh budget per address. An IPv4-mapped IPv6 address counts as its IPv4 address.
+pub fn ip_bucket(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let network = u128::from(v6) & !(u128::from(u64::MAX));
+            format!("{}/64", Ipv6Addr::from(network))
+        }
     }
 }
 
@@ -91,6 +120,20 @@ mod tests {
         assert_eq!(keys.sms_code(&mobile), "SMS_13812345678");
         assert_eq!(keys.image_code(&ImageCodeId::parse("abc-1")?), "ImageCode_abc-1");
         assert_eq!(Keys::new("t1:").sms_code(&mobile), "t1:SMS_13812345678");
+        Ok(())
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_per_64_and_ipv4_per_address() -> Result<(), std::net::AddrParseError> {
+        let bucket = |s: &str| s.parse().map(ip_bucket);
+        assert_eq!(bucket("203.0.113.7")?, "203.0.113.7");
+        assert_eq!(bucket("::ffff:203.0.113.7")?, "203.0.113.7");
+        assert_eq!(bucket("2001:db8:1:2::1")?, "2001:db8:1:2::/64");
+        assert_eq!(bucket("2001:db8:1:2:ffff:ffff:ffff:ffff")?, "2001:db8:1:2::/64");
+        assert_ne!(bucket("2001:db8:1:3::1")?, bucket("2001:db8:1:2::1")?);
+        assert_eq!(bucket("::1")?, "::/64");
+        let key = Keys::new("p:").ip_hourly_count("2001:db8::5".parse()?, Utc::now());
+        assert!(key.starts_with("p:SMSIpHourly_2001:db8::/64_"), "{key}");
         Ok(())
     }
 

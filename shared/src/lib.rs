@@ -38,9 +38,26 @@ pub enum StartError {
     /// Listening or serving failed.
     #[error("serving: {0}")]
     Io(#[from] std::io::Error),
+    /// The address a variable names cannot be listened on (in use, not local, no permission).
+    #[error("{var}: cannot listen on {addr}: {source}")]
+    Listen {
+        /// The variable that names the address (`API_ADDR`, `WORKER_METRICS_ADDR`).
+        var: &'static str,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why not.
+        source: std::io::Error,
+    },
     /// The SMS provider could not be set up.
     #[error("SMS_PROVIDER: {0}")]
     Provider(String),
+}
+
+/// Listens on `addr`, the value of the variable `var`: a failure (most often "address already
+/// in use") names both, so that the operator knows which setting to change. Port 0 picks a free
+/// port; the caller logs the one it got.
+pub async fn listen(var: &'static str, addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, StartError> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Listen { var, addr, source })
 }
 
 /// Beijing time (UTC+8, no daylight saving): "per day" limits and the provider's timestamps

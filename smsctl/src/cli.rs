@@ -39,10 +39,10 @@ pub enum Command {
         #[arg(long)]
         mobile: Option<String>,
         /// Only deliveries created within this window, e.g. 30m, 1h, 2d.
-        #[arg(long, value_parser = humantime::parse_duration)]
+        #[arg(long, value_parser = window)]
         since: Option<Duration>,
         /// At most this many rows.
-        #[arg(long, default_value_t = 50)]
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(0..))]
         limit: i64,
         /// One JSON object per line instead of a table.
         #[arg(long)]
@@ -60,7 +60,7 @@ pub enum Command {
         #[arg(long, value_parser = DeliveryStatus::from_str)]
         status: Option<DeliveryStatus>,
         /// With --status: the window, e.g. 15m, 1h.
-        #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+        #[arg(long, value_parser = window, default_value = "1h")]
         since: Duration,
         /// With --status: only this mobile.
         #[arg(long)]
@@ -73,7 +73,7 @@ pub enum Command {
     /// outage and the failover that covered it.
     Providers {
         /// The window, e.g. 15m, 1h, 24h.
-        #[arg(long, value_parser = humantime::parse_duration, default_value = "1h")]
+        #[arg(long, value_parser = window, default_value = "1h")]
         since: Duration,
         /// JSON lines instead of a table.
         #[arg(long)]
@@ -82,10 +82,52 @@ pub enum Command {
     /// Count deliveries by status over a window.
     Stats {
         /// The window, e.g. 1h, 24h, 7d.
-        #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
+        #[arg(long, value_parser = window, default_value = "24h")]
         since: Duration,
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A window back from now, `--since` (`30m`, `1h`, `7d`). One that reaches back before the
+/// earliest time PostgreSQL stores (24 November 4714 BC) is refused here, rather than clamped
+/// into a query that would mean something else.
+fn window(raw: &str) -> Result<Duration, String> {
+    let window = humantime::parse_duration(raw).map_err(|e| e.to_string())?;
+    let earliest = chrono::NaiveDate::from_ymd_opt(-4713, 11, 24).and_then(|d| d.and_hms_opt(0, 0, 0));
+    let start = chrono::TimeDelta::from_std(window).ok().and_then(|w| chrono::Utc::now().checked_sub_signed(w));
+    match (start, earliest) {
+        (Some(start), Some(earliest)) if start.naive_utc() >= earliest => Ok(window),
+        _ => Err(format!(
+            "{raw} reaches back before 4714 BC, the earliest time PostgreSQL stores: give a shorter window"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn a_window_postgresql_cannot_represent_is_refused_with_a_clear_message() {
+        assert_eq!(window("1h"), Ok(Duration::from_secs(3600)));
+        assert!(window("6000y").is_ok());
+        assert!(window("7000y").is_err());
+        for args in [
+            &["deliveries", "--since", "100000000y"][..],
+            &["stats", "--since", "100000000y"],
+            &["providers", "--since", "100000000y"],
+            &["replay", "--status", "failed", "--since", "100000000y"],
+        ] {
+            let err = Cli::try_parse_from(std::iter::once("smsctl").chain(args.iter().copied()))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("--since") && err.contains("earliest time PostgreSQL stores"), "{args:?}: {err}");
+        }
+        assert!(Cli::try_parse_from(["smsctl", "deliveries", "--limit", "-1"]).is_err());
+    }
 }

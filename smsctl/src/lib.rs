@@ -70,13 +70,14 @@ pub async fn run(cli: Cli, settings: &Settings, out: &mut impl Write) -> Result<
             }
             writeln!(
                 out,
-                "replay{}: {} replayed, {} skipped, {} failed",
+                "replay{}: {} replayed, {} skipped, {} failed{}",
                 if dry_run { " (dry run)" } else { "" },
                 summary.replayed,
                 summary.skipped,
-                summary.failed
+                summary.failed,
+                if summary.unconfirmed > 0 { format!(", {} unconfirmed", summary.unconfirmed) } else { String::new() }
             )?;
-            Ok(summary.failed == 0)
+            Ok(summary.failed == 0 && summary.unconfirmed == 0)
         }
     }
 }

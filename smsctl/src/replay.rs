@@ -1,5 +1,5 @@
 //! Replaying failed deliveries: a new job for the same live code, linked by `replay_of`,
-//! at most once per delivery.
+//! at most once per delivery, even when the broker's confirm is lost.
 
 use std::{sync::Arc, time::Duration};
 
@@ -10,7 +10,7 @@ use shared::{
     db::deliveries::{self, Delivery, DeliveryStatus, NewReplay},
     domain::{Mobile, SmsCode},
     keys::Keys,
-    queue::{Publisher, SendJob},
+    queue::{PublishError, Publisher, SendJob},
 };
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -28,6 +28,9 @@ pub struct Replayer {
 pub enum Outcome {
     /// Queued as this new job (or, in a dry run, would be).
     Replayed(Uuid),
+    /// Published as this new job, but the broker did not confirm it (why): it may be queued
+    /// or not. The claim is kept, marked unconfirmed, so that no later run sends it again.
+    Unconfirmed(Uuid, String),
     /// Not replayed, and rightly so (why).
     Skipped(String),
     /// Should have been replayed but could not be (why).
@@ -41,6 +44,10 @@ impl Outcome {
         match self {
             Outcome::Replayed(_) if dry_run => format!("would replay {} ({mobile})", d.id),
             Outcome::Replayed(new) => format!("replayed {} -> {new} ({mobile})", d.id),
+            Outcome::Unconfirmed(new, why) => format!(
+                "unconfirmed {} -> {new} ({mobile}): {why}; recorded as an unconfirmed replay, which a re-run skips",
+                d.id
+            ),
             Outcome::Skipped(why) => format!("skipped  {} ({mobile}): {why}", d.id),
             Outcome::Failed(why) => format!("failed   {} ({mobile}): {why}", d.id),
         }
@@ -56,6 +63,8 @@ pub struct Summary {
     pub skipped: usize,
     /// Failed.
     pub failed: usize,
+    /// Published without the broker's confirm (the job may be queued).
+    pub unconfirmed: usize,
 }
 
 impl Summary {
@@ -65,6 +74,7 @@ impl Summary {
             Outcome::Replayed(_) => self.replayed += 1,
             Outcome::Skipped(_) => self.skipped += 1,
             Outcome::Failed(_) => self.failed += 1,
+            Outcome::Unconfirmed(..) => self.unconfirmed += 1,
         }
     }
 }
@@ -93,8 +103,9 @@ impl Replayer {
         if d.status != DeliveryStatus::Failed {
             return Ok(Outcome::Skipped(format!("status {}: only failed deliveries are replayed", d.status)));
         }
-        if let Some(new) = deliveries::replayed_as(&self.db, d.id).await.map_err(|e| format!("database: {e}"))? {
-            return Ok(Outcome::Skipped(format!("already replayed as {new}")));
+        if let Some(claim) = deliveries::replay_claim(&self.db, d.id).await.map_err(|e| format!("database: {e}"))? {
+            let note = if claim.unconfirmed { " (unconfirmed)" } else { "" };
+            return Ok(Outcome::Skipped(format!("already replayed as {}{note}", claim.id)));
         }
 
         // Is the live code still this delivery's? Compare digests: the code is not stored.
@@ -120,26 +131,42 @@ impl Replayer {
         }
 
         let ttl = Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0));
-        let mut job = SendJob::new(mobile, live, d.template_id.clone(), ttl);
+        let mut job = SendJob::new(mobile, &live, &self.digest_key, ttl);
         job.request_id = Some(format!("replay-of-{}", d.id));
-        let digest = job.code.digest(&self.digest_key, job.id);
+        let digest = job.digest(&self.digest_key);
         let replay = NewReplay {
             id: job.id,
             replay_of: d.id,
             mobile: job.mobile.as_str(),
-            template_id: &job.template_id,
+            template_id: &d.template_id,
             provider: &d.provider,
             code_digest: &digest,
         };
+        // A broker that is down is found before claiming: nothing is left to clean up, and a
+        // publish error after this point is more likely one of the ambiguous ones below.
+        self.publisher.connect().await.map_err(|e| format!("not queued: {e}"))?;
         // The claim is the lock: a concurrent smsctl loses here.
         if !deliveries::claim_replay(&self.db, &replay).await.map_err(|e| format!("database: {e}"))? {
             return Ok(Outcome::Skipped("already replayed (concurrently)".into()));
         }
-        if let Err(e) = self.publisher.publish(&job).await {
-            // Not queued: remove the claim so that a later replay can try again.
-            let _ = deliveries::delete(&self.db, job.id).await;
-            return Err(format!("not queued: {e}"));
+        match self.publisher.publish(&job).await {
+            Ok(()) => Ok(Outcome::Replayed(job.id)),
+            // Ambiguous: the broker may have queued the job and only its confirm was lost (or
+            // the connection died while waiting for it). Deleting the claim would let a re-run
+            // send the user a second SMS; keep it, marked, where `smsctl deliveries` shows it.
+            Err(e @ (PublishError::Timeout(_) | PublishError::Broker(_))) => {
+                let why = format!("{e}; the job may be queued");
+                deliveries::mark_replay_unconfirmed(&self.db, job.id, &why)
+                    .await
+                    .map_err(|db| format!("{why}; could not record it as unconfirmed: {db}"))?;
+                Ok(Outcome::Unconfirmed(job.id, why))
+            }
+            // Refused (nack, returned) or never sent: remove the claim so that a later replay
+            // can try again.
+            Err(e) => {
+                let _ = deliveries::delete(&self.db, job.id).await;
+                Err(format!("not queued: {e}"))
+            }
         }
-        Ok(Outcome::Replayed(job.id))
     }
 }

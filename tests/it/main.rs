@@ -1,6 +1,7 @@
 //! Integration tests: the real api and worker against real PostgreSQL, Redis and RabbitMQ.
 
 mod browser;
+mod cancellation;
 mod compose;
 mod failover;
 mod faults;
@@ -11,6 +12,10 @@ mod provider_tencent;
 mod provider_twilio;
 mod queue;
 mod register;
+mod replay_unconfirmed;
+mod request_edges;
 mod sms_code;
+mod stalls;
+mod startup;
 mod worker;
 mod worker_minimal;

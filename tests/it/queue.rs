@@ -10,7 +10,7 @@ use shared::{
 use tests::{TestApp, TestResult, random_mobile, wait_until};
 
 #[tokio::test]
-async fn the_queued_job_is_the_specs_persistent_json_with_a_message_id() -> TestResult {
+async fn the_queued_job_is_persistent_json_with_a_message_id_and_no_code() -> TestResult {
     let app = TestApp::start(&[]).await?;
     let mobile = random_mobile();
     let (_, body) = app.request_code(&mobile).await?;
@@ -26,8 +26,14 @@ async fn the_queued_job_is_the_specs_persistent_json_with_a_message_id() -> Test
 
     assert!(job["id"].as_str().is_some_and(|id| uuid::Uuid::parse_str(id).is_ok()), "{job}");
     assert_eq!(job["mobile"], mobile.as_str());
-    assert_eq!(job["code"].as_str().map(String::from), app.sms_code_of(&mobile).await?);
-    assert_eq!(job["template_id"], "1");
+    // No usable code on the broker: only its keyed digest.
+    let code = app.sms_code_of(&mobile).await?.ok_or("no code stored")?;
+    assert_eq!(job["v"], 2);
+    assert!(job.get("code").is_none() && job.get("template_id").is_none(), "{job}");
+    assert!(!String::from_utf8_lossy(&delivery.data).contains(&code), "the code is nowhere in the message");
+    let key = secrecy::ExposeSecret::expose_secret(&app.settings.code_digest_key).as_bytes().to_vec();
+    let id = uuid::Uuid::parse_str(job["id"].as_str().ok_or("id")?)?;
+    assert_eq!(job["code_digest"].as_str(), Some(SmsCode::from_stored(code).digest(&key, id).as_str()));
     assert_eq!(job["ttl_secs"], 300);
     assert_eq!(job["attempt"], 0);
     let created = job["created_at"].as_str().ok_or("created_at")?;
@@ -42,7 +48,7 @@ async fn a_retry_queue_hands_its_message_back_to_the_send_queue_after_its_delay(
     let app = TestApp::start(&[("SMS_RETRY_SCHEDULE_SECS", "1,30")]).await?;
     let publisher = Publisher::new(std::sync::Arc::new(app.settings.clone()), "test");
     let job =
-        SendJob::new(Mobile::from_stored(random_mobile()), SmsCode::generate(), "1".into(), Duration::from_secs(300));
+        SendJob::new(Mobile::from_stored(random_mobile()), &SmsCode::generate(), b"key", Duration::from_secs(300));
     let sent_at = std::time::Instant::now();
     publisher.publish_retry(Duration::from_secs(1), &job).await?;
     assert!(app.take_queued().await?.is_none(), "not on the send queue before its delay");

@@ -171,3 +171,52 @@ async fn an_existing_mobile_gets_4003_from_the_unique_constraint() -> TestResult
     assert_eq!(users_with(&app, &mobile).await?, ["old"]);
     app.cleanup().await
 }
+
+#[tokio::test]
+async fn a_failure_of_ours_after_the_code_was_taken_puts_the_code_back() -> TestResult {
+    let app = TestApp::start(&[]).await?;
+    let mobile = random_mobile();
+    set_code(&app, &mobile, "482913").await?;
+    // The insert fails the way a broken database does, after the code was taken.
+    sqlx::query("alter table users rename to users_gone").execute(&app.db).await?;
+    let register = json!({"mobile": mobile, "sms_code": "482913", "password": "correct-horse"});
+    let (_, body) = app.post_json(PATH, &register).await?;
+    assert_eq!(errno(&body), 4001, "{body}");
+
+    let mut redis = app.redis.clone();
+    let key = format!("{}SMS_{mobile}", app.keys.prefix());
+    let (code, ttl): (Option<String>, i64) = redis::pipe().get(&key).pttl(&key).query_async(&mut redis).await?;
+    assert_eq!(code.as_deref(), Some("482913"), "the code is back");
+    assert!((1..=300_000).contains(&ttl), "with the lifetime it had left: {ttl} ms");
+
+    sqlx::query("alter table users_gone rename to users").execute(&app.db).await?;
+    let (_, body) = app.post_json(PATH, &register).await?;
+    assert_eq!(errno(&body), 0, "the same code works once the database is back: {body}");
+    app.cleanup().await
+}
+
+#[tokio::test]
+async fn wrong_codes_are_limited_per_client_ip_without_burning_other_codes() -> TestResult {
+    let app = TestApp::start(&[("REGISTER_HOURLY_FAILURES_PER_IP", "3")]).await?;
+    let (victim, other) = (random_mobile(), random_mobile());
+    set_code(&app, &victim, "111111").await?;
+    set_code(&app, &other, "222222").await?;
+    for guess in ["000001", "000002", "000003"] {
+        let (_, body) =
+            app.post_json(PATH, &json!({"mobile": victim, "sms_code": guess, "password": "correct-horse"})).await?;
+        assert_eq!(errno(&body), 4004, "{body}");
+    }
+    let response = app
+        .http
+        .post(format!("{}{PATH}", app.base))
+        .json(&json!({"mobile": other, "sms_code": "000004", "password": "correct-horse"}))
+        .send()
+        .await?;
+    assert_eq!(response.status(), 429);
+    assert!(response.headers().get("retry-after").is_some());
+    let body: Value = response.json().await?;
+    assert_eq!(errno(&body), 4201, "{body}");
+    assert_eq!(app.sms_code_of(&other).await?.as_deref(), Some("222222"), "the refused try burned nothing");
+    assert_eq!(app.sms_code_of(&victim).await?.as_deref(), Some("111111"), "3 wrong tries do not use up 5");
+    app.cleanup().await
+}

@@ -5,11 +5,12 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use lapin::options::BasicGetOptions;
 use redis::AsyncCommands;
+use secrecy::ExposeSecret;
 use shared::{
     Settings,
     config::ProviderSettings,
     domain::{Mobile, SmsCode},
-    queue::{Publisher, SendJob},
+    queue::{Publisher, SendJob, Topology},
 };
 use tests::{
     TestApp, TestResult,
@@ -45,7 +46,8 @@ async fn queue_job(app: &TestApp, publisher: &Publisher, mobile: &str) -> TestRe
     let code = SmsCode::generate();
     let mut redis = app.redis.clone();
     let () = redis.set_ex(format!("{}SMS_{mobile}", app.keys.prefix()), code.expose(), 300).await?;
-    let job = SendJob::new(Mobile::from_stored(mobile), code, "1".into(), Duration::from_secs(300));
+    let key = app.settings.code_digest_key.expose_secret().as_bytes().to_vec();
+    let job = SendJob::new(Mobile::from_stored(mobile), &code, &key, Duration::from_secs(300));
     publisher.publish(&job).await?;
     Ok(job)
 }
@@ -366,5 +368,33 @@ async fn an_exhausted_schedule_fails_the_delivery() -> TestResult {
     let row = wait_for_status(&app, &mobile, "failed").await?;
     assert_eq!(row.attempts, 2);
     assert!(row.last_error.as_deref().is_some_and(|e| e.starts_with("retries exhausted; last: ccp 160001")), "{row:?}");
+    app.cleanup().await
+}
+
+#[tokio::test]
+async fn a_version_1_job_queued_before_the_upgrade_is_still_delivered() -> TestResult {
+    let (mut app, fake) = app_with_fake(&[]).await?;
+    spawn_ccp_worker(&mut app, None)?;
+    let mobile = random_mobile();
+    let mut redis = app.redis.clone();
+    let () = redis.set_ex(format!("{}SMS_{mobile}", app.keys.prefix()), "246810", 300).await?;
+    let job = serde_json::json!({
+        "v": 1, "id": uuid::Uuid::new_v4(), "mobile": mobile, "code": "246810", "template_id": "1",
+        "ttl_secs": 300, "created_at": chrono::Utc::now(), "attempt": 0
+    });
+    let (connection, channel) = app.amqp().await?;
+    channel
+        .basic_publish(
+            app.topology.exchange().into(),
+            Topology::SEND_KEY.into(),
+            lapin::options::BasicPublishOptions::default(),
+            &serde_json::to_vec(&job)?,
+            lapin::BasicProperties::default().with_delivery_mode(2),
+        )
+        .await?
+        .await?;
+    let _ = connection.close(200, "done".into()).await;
+    wait_for_status(&app, &mobile, "sent").await?;
+    assert_eq!(fake.received_for(&mobile)[0].code, "246810");
     app.cleanup().await
 }

@@ -6,11 +6,15 @@ use std::{
     time::Duration,
 };
 
-use futures_util::StreamExt;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::{FutureExt, StreamExt};
 use lapin::{
     Channel, Connection,
     message::Delivery,
-    options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions},
+    options::{
+        BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+    },
     types::FieldTable,
 };
 use shared::queue::{self, SendJob, Topology};
@@ -18,7 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::{
     backoff::Backoff,
-    deliver::{self, DeliverError},
+    deliver::{self, DeliverError, Outcome},
     state::WorkerState,
 };
 
@@ -134,7 +138,9 @@ impl Session {
     }
 }
 
-/// Decodes, delivers, then acks (or parks, or dead-letters) one message.
+/// Decodes, delivers, then acks, parks or dead-letters one message. Every path ends the
+/// message one way or another: none is left unacked on a live channel, where it would hold a
+/// prefetch slot for good.
 async fn process(state: &WorkerState, delivery: Delivery) {
     let job = match SendJob::decode(&delivery.data) {
         Ok(job) => job,
@@ -145,31 +151,57 @@ async fn process(state: &WorkerState, delivery: Delivery) {
             return;
         }
     };
-    match deliver::deliver(state, &job).await {
+    let handled = AssertUnwindSafe(deliver::deliver(state, &job)).catch_unwind().await;
+    match handled {
         // The outcome is committed: only now is the message done.
-        Ok(_) => {
+        Ok(Ok(Outcome::Recorded(_) | Outcome::AlreadyDone(_) | Outcome::TakenOver)) => {
             if let Err(e) = delivery.ack(BasicAckOptions::default()).await {
                 tracing::warn!(job_id = %job.id, error = %e, "ack failed; the job will be redelivered and found done");
             }
         }
-        Err(e @ DeliverError::Database(_)) => {
+        Ok(Ok(Outcome::InFlight)) => park(state, &job, delivery, "in_flight").await,
+        Ok(Err(e @ DeliverError::Database(_))) if state.shutdown.is_cancelled() => {
             // Shutting down while PostgreSQL is unreachable: leave the message unacked; it
             // goes back to the queue when the channel closes.
             tracing::warn!(job_id = %job.id, error = %e, "outcome not recorded; job left for redelivery");
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             tracing::error!(job_id = %job.id, error = %e, "job not handled; retrying it later");
-            // Park it in the first retry queue rather than requeue it at the head, where a
-            // dead dependency would make it spin.
-            let parked = match state.settings.sms_retry_schedule.first() {
-                Some(delay) => state.publisher.publish_retry(*delay, &job).await.is_ok(),
-                None => false,
+            let reason = match e {
+                DeliverError::Database(_) => "database",
+                DeliverError::Redis(_) => "redis",
+                DeliverError::Broker(_) => "broker",
             };
-            let _ = if parked {
-                delivery.ack(BasicAckOptions::default()).await
-            } else {
-                delivery.reject(BasicRejectOptions { requeue: false }).await
-            };
+            park(state, &job, delivery, reason).await;
+        }
+        Err(_) => {
+            // A bug, not an outage: dead-letter the job for a look rather than loop on it.
+            tracing::error!(job_id = %job.id, "handling the job panicked; dead-lettering it");
+            let _ = delivery.reject(BasicRejectOptions { requeue: false }).await;
         }
     }
 }
+
+/// Parks a job in the first retry queue (not at the head of the send queue, where a dead
+/// dependency would make it spin) without counting an attempt. If even that fails (the
+/// broker refuses publishes), the message goes back to the send queue after a pause.
+async fn park(state: &WorkerState, job: &SendJob, delivery: Delivery, reason: &'static str) {
+    metrics::counter!("smscode_worker_jobs_parked_total", "reason" => reason).increment(1);
+    let parked = match state.settings.sms_retry_schedule.first() {
+        Some(delay) => state.publisher.publish_retry(*delay, job).await.is_ok(),
+        None => false,
+    };
+    if parked {
+        let _ = delivery.ack(BasicAckOptions::default()).await;
+        return;
+    }
+    tracing::warn!(job_id = %job.id, "could not park the job; requeueing it after a pause");
+    tokio::select! {
+        _ = state.shutdown.cancelled() => {}
+        _ = tokio::time::sleep(REQUEUE_PAUSE) => {}
+    }
+    let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+}
+
+/// How long a job that could not be parked waits before it goes back to the send queue.
+const REQUEUE_PAUSE: Duration = Duration::from_secs(1);

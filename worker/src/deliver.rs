@@ -16,7 +16,7 @@ use shared::{
         attempts::NewCall,
         deliveries::{self, AttemptOutcome, AttemptStart, DeliveryStatus, NewAttempt},
     },
-    domain::Recipient,
+    domain::{Recipient, SmsCode},
     queue::{PublishError, SendJob},
 };
 
@@ -33,7 +33,16 @@ pub enum Outcome {
     Recorded(DeliveryStatus),
     /// The job was already final (a redelivery): nothing sent, nothing changed.
     AlreadyDone(DeliveryStatus),
+    /// Another handler is sending this job right now: nothing sent; look again later.
+    InFlight,
+    /// Sent or refused, but the row was taken over meanwhile (this handler was too slow):
+    /// the calls are recorded, the status is the other handler's, no retry is queued.
+    TakenOver,
 }
+
+/// How long past a round's own time budget a `sending` row must sit still before another
+/// handler may take it over (its handler is then taken to have died).
+const TAKEOVER_MARGIN: Duration = Duration::from_secs(5);
 
 /// The job could not be handled now because a dependency failed; nothing was sent after
 /// the failure, and the message must not be acked as done.
@@ -75,35 +84,40 @@ impl Decision {
 pub async fn deliver(state: &WorkerState, job: &SendJob) -> Result<Outcome, DeliverError> {
     let recipient = Recipient::parse(&job.mobile, state.settings.default_country_code);
     let first = recipient.as_ref().ok().and_then(|r| state.router.first_for(r.country_code()));
-    let digest = job.code.digest(state.settings.code_digest_key.expose_secret().as_bytes(), job.id);
+    let digest_key = state.settings.code_digest_key.expose_secret().as_bytes();
+    let digest = job.digest(digest_key);
     let attempt = NewAttempt {
         id: job.id,
         mobile: job.mobile.as_str(),
-        template_id: &job.template_id,
+        template_id: job.template_id.as_deref().unwrap_or(state.settings.provider_template_id()),
         provider: first.map_or("none", ProviderName::as_str),
         code_digest: &digest,
     };
-    let attempts = match recorded(state, || deliveries::start_attempt(&state.db, &attempt)).await? {
+    // Redis first: while it is down the job waits without spending an attempt.
+    let live = live_code(state, job, digest_key).await?;
+    let takeover_after = state.router.round_budget() + TAKEOVER_MARGIN;
+    let start = recorded(state, || deliveries::start_attempt(&state.db, &attempt, takeover_after)).await?;
+    let attempts = match start {
+        AttemptStart::Proceed { attempts } => attempts,
         AttemptStart::AlreadyFinal(status) => {
             tracing::info!(status = status.as_str(), "job already handled; not sending again");
             return Ok(Outcome::AlreadyDone(status));
         }
-        AttemptStart::Proceed { attempts } => attempts,
+        AttemptStart::InFlight => {
+            tracing::info!("another handler is sending this job; looking again later");
+            return Ok(Outcome::InFlight);
+        }
     };
     let attempt_no = u32::try_from(attempts).unwrap_or(u32::MAX);
 
     let mut calls = Vec::new();
-    let decision = match (stale(state, job).await?, &recipient) {
+    let decision = match (live, &recipient) {
         // A code that expired or was replaced is useless to the user and costs money.
-        (Some(status), _) => Decision::new(status, None),
-        (None, Err(_)) => Decision::new(DeliveryStatus::Failed, Some("recipient: not a valid phone number".into())),
-        (None, Ok(recipient)) => {
-            let message = Message {
-                job_id: job.id,
-                recipient,
-                code: &job.code,
-                ttl_minutes: state.settings.sms_code_ttl_minutes(),
-            };
+        (Err(status), _) => Decision::new(status, None),
+        (Ok(_), Err(_)) => Decision::new(DeliveryStatus::Failed, Some("recipient: not a valid phone number".into())),
+        (Ok(code), Ok(recipient)) => {
+            let message =
+                Message { job_id: job.id, recipient, code: &code, ttl_minutes: state.settings.sms_code_ttl_minutes() };
             let round = state.router.send(&message).await;
             calls = round.calls.iter().map(new_call).collect();
             decide(&state.settings.sms_retry_schedule, job, attempt_no, &round, recipient, Utc::now())
@@ -112,7 +126,12 @@ pub async fn deliver(state: &WorkerState, job: &SendJob) -> Result<Outcome, Deli
 
     // Recorded before the retry is queued: a crash in between redelivers this message,
     // which then counts one more attempt.
-    recorded(state, || deliveries::finish_attempt(&state.db, job.id, attempts, &decision.record, &calls)).await?;
+    let owned =
+        recorded(state, || deliveries::finish_attempt(&state.db, job.id, attempts, &decision.record, &calls)).await?;
+    if !owned {
+        tracing::warn!("the row was taken over while this attempt ran; its outcome is not written");
+        return Ok(Outcome::TakenOver);
+    }
     if let Some(delay) = decision.retry {
         state.publisher.publish_retry(delay, &SendJob { attempt: attempt_no, ..job.clone() }).await?;
         metrics::counter!("smscode_worker_retries_scheduled_total").increment(1);
@@ -126,15 +145,19 @@ pub async fn deliver(state: &WorkerState, job: &SendJob) -> Result<Outcome, Deli
     Ok(Outcome::Recorded(status))
 }
 
-/// Why the job's code must not be sent: gone or past its expiry (`Expired`), or replaced by
-/// a newer one (`Superseded`); `None` when it is still the live code.
-async fn stale(state: &WorkerState, job: &SendJob) -> Result<Option<DeliveryStatus>, DeliverError> {
+/// The code to send: the live one in Redis, if it is this job's (its digest matches). Else why
+/// not: gone or past the job's expiry (`Expired`), or replaced by a newer one (`Superseded`).
+async fn live_code(
+    state: &WorkerState,
+    job: &SendJob,
+    digest_key: &[u8],
+) -> Result<Result<SmsCode, DeliveryStatus>, DeliverError> {
     let live: Option<String> = state.redis.clone().get(state.keys.sms_code(&job.mobile)).await?;
-    Ok(match live {
-        None => Some(DeliveryStatus::Expired),
-        Some(live) if live != job.code.expose() => Some(DeliveryStatus::Superseded),
-        Some(_) if Utc::now() >= job.expires_at() => Some(DeliveryStatus::Expired),
-        Some(_) => None,
+    Ok(match live.map(SmsCode::from_stored) {
+        None => Err(DeliveryStatus::Expired),
+        Some(live) if !job.is_code(&live, digest_key) => Err(DeliveryStatus::Superseded),
+        Some(_) if Utc::now() >= job.expires_at() => Err(DeliveryStatus::Expired),
+        Some(live) => Ok(live),
     })
 }
 
@@ -227,13 +250,13 @@ where
 #[cfg(test)]
 mod tests {
     use providers::{Accepted, Call, SendError};
-    use shared::domain::{Mobile, SmsCode};
+    use shared::domain::Mobile;
 
     use super::*;
 
     fn job(ttl_secs: u64) -> SendJob {
         let mobile = Mobile::from_stored("13812345678");
-        SendJob::new(mobile, SmsCode::from_stored("123456"), "1".into(), Duration::from_secs(ttl_secs))
+        SendJob::new(mobile, &SmsCode::from_stored("123456"), b"key", Duration::from_secs(ttl_secs))
     }
 
     fn recipient() -> Recipient {

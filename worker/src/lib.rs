@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 /// Runs the worker with the providers of `SMS_PROVIDERS` until `shutdown` is cancelled,
 /// serving its endpoints on `WORKER_METRICS_ADDR`.
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), StartError> {
-    let listener = tokio::net::TcpListener::bind(settings.worker_metrics_addr).await?;
+    let listener = shared::listen("WORKER_METRICS_ADDR", settings.worker_metrics_addr).await?;
     serve(settings, listener, shutdown).await
 }
 

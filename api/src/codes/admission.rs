@@ -70,7 +70,7 @@ impl CodeStore {
             .key(keys.image_code(attempt.image_code_id))
             .key(keys.resend_cooldown(attempt.mobile))
             .key(keys.daily_count(attempt.mobile, now))
-            .key(keys.ip_hourly_count(&attempt.ip.to_string(), now))
+            .key(keys.ip_hourly_count(attempt.ip, now))
             .arg(attempt.typed.to_lowercase())
             .arg(millis(settings.sms_resend_interval))
             .arg(settings.sms_daily_limit_per_mobile)

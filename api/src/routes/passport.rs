@@ -13,11 +13,11 @@ use tower_http::request_id::RequestId;
 use utoipa::{IntoParams, ToSchema};
 
 use crate::{
-    account, captcha,
-    codes::Attempt,
+    account::{self, Registration},
+    captcha,
     error::{ApiError, Reply},
     extract::{ClientIp, JsonBody, required},
-    sms,
+    sms::{self, CodeRequest},
     state::AppState,
 };
 
@@ -32,21 +32,41 @@ pub struct ImageCodeQuery {
     image_code_id_alias: Option<String>,
 }
 
+/// A PNG image, for the OpenAPI document: a binary string, not JSON.
+pub struct Png;
+
+impl utoipa::PartialSchema for Png {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .content_media_type("image/png")
+            .into()
+    }
+}
+
+impl ToSchema for Png {}
+
 /// `GET /passport/image_code?image_code_id=ID`: a PNG captcha whose text is stored as
-/// `ImageCode_<ID>` for `IMAGE_CODE_TTL_SECS`.
+/// `ImageCode_<ID>` for `IMAGE_CODE_TTL_SECS`, at most `IMAGE_CODE_HOURLY_LIMIT_PER_IP` per
+/// client IP and hour.
 #[utoipa::path(
     get,
     path = "/passport/image_code",
     tag = "passport",
     params(ImageCodeQuery),
     responses(
-        (status = 200, description = "The captcha (`Cache-Control: no-store`)", content_type = "image/png", body = Vec<u8>),
-        (status = 200, description = "errno 4103 (missing or malformed id) or 4001 (Redis)", content_type = "application/json", body = Reply),
+        (status = 200, description = "The captcha as `image/png` (`Cache-Control: no-store`); or JSON errno 4103 (missing or malformed id), 4001 (Redis), 4500",
+            content((Png = "image/png"), (Reply = "application/json"))),
+        (status = 429, description = "errno 4201: `IMAGE_CODE_HOURLY_LIMIT_PER_IP` captchas this hour from the client IP, or every drawing slot busy",
+            body = Reply, headers(("Retry-After" = u64, description = "Seconds until the limit lets a request through"))),
     )
 )]
 #[tracing::instrument(skip_all)]
 pub async fn image_code(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     query: Result<Query<ImageCodeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Ok(Query(query)) = query else {
@@ -58,9 +78,9 @@ pub async fn image_code(
     };
     let id = ImageCodeId::parse(&raw).map_err(|_| ApiError::InvalidParam("图片验证码编号不正确"))?;
 
-    let generated = tokio::task::spawn_blocking(captcha::generate)
-        .await?
-        .ok_or_else(|| ApiError::Internal("captcha generation failed".into()))?;
+    // The cheap refusal first: a client over its budget costs one Redis call, no drawing.
+    state.codes.take_captcha_budget(ip).await?;
+    let generated = captcha::render(state.settings.dependency_timeout).await?;
     state.codes.store_captcha(&id, &generated.text).await?;
 
     Ok(([(header::CONTENT_TYPE, "image/png"), (header::CACHE_CONTROL, "no-store")], generated.png).into_response())
@@ -92,8 +112,9 @@ pub struct SmsCodeRequest {
     request_body = SmsCodeRequest,
     responses(
         (status = 200, description = "errno 0 发送成功 once the send job is confirmed by the broker; or 4103, 4004, 4002, 4003, 4001, 4301", body = Reply),
-        (status = 400, description = "errno 4103: the body is not a JSON object or is larger than 16 KiB", body = Reply),
-        (status = 429, description = "errno 4201: resend cooldown, daily cap per mobile or hourly cap per IP; see `Retry-After`", body = Reply),
+        (status = 400, description = "errno 4103: the `Content-Type` is not `application/json`, or the body is not a JSON object or is larger than 16 KiB", body = Reply),
+        (status = 429, description = "errno 4201: resend cooldown, daily cap per mobile or hourly cap per IP",
+            body = Reply, headers(("Retry-After" = u64, description = "Seconds until the limit lets a request through"))),
     )
 )]
 #[tracing::instrument(skip_all)]
@@ -115,8 +136,8 @@ pub async fn sms_code(
     let image_code_id = ImageCodeId::parse(image_code_id).map_err(|_| ApiError::ImageCodeExpired)?;
 
     let request_id = request_id.and_then(|Extension(id)| id.header_value().to_str().ok().map(str::to_owned));
-    let attempt = Attempt { mobile: &mobile, image_code_id: &image_code_id, typed: image_code, ip };
-    sms::request_code(&state, &attempt, request_id).await?;
+    let request = CodeRequest { mobile, image_code_id, typed: image_code.to_owned(), ip, request_id };
+    sms::request_code_detached(&state, request).await?;
     Ok(Reply::ok("发送成功"))
 }
 
@@ -145,13 +166,16 @@ pub struct RegisterRequest {
     tag = "passport",
     request_body = RegisterRequest,
     responses(
-        (status = 200, description = "errno 0 注册成功; or 4103, 4004, 4002, 4201 (too many wrong codes), 4003, 4001", body = Reply),
-        (status = 400, description = "errno 4103: the body is not a JSON object or is larger than 16 KiB", body = Reply),
+        (status = 200, description = "errno 0 注册成功; or 4103, 4004, 4002, 4003, 4001", body = Reply),
+        (status = 400, description = "errno 4103: the `Content-Type` is not `application/json`, or the body is not a JSON object or is larger than 16 KiB", body = Reply),
+        (status = 429, description = "errno 4201: too many wrong codes (the code is gone: ask for a new one), or too many wrong codes from the client IP",
+            body = Reply, headers(("Retry-After" = u64, description = "Seconds until a new code can be asked for, or the limit lets a request through"))),
     )
 )]
 #[tracing::instrument(skip_all)]
 pub async fn register(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     JsonBody(body): JsonBody<RegisterRequest>,
 ) -> Result<Response, ApiError> {
     let (Some(mobile), Some(sms_code), Some(password)) =
@@ -160,6 +184,7 @@ pub async fn register(
         return Err(ApiError::MissingParams);
     };
     let mobile = Mobile::parse(mobile, &state.settings.mobile_pattern).map_err(|_| ApiError::BadMobile)?;
-    account::register(&state, &mobile, sms_code, password).await?;
+    let registration = Registration { mobile, sms_code: sms_code.to_owned(), password: password.to_owned(), ip };
+    account::register(&state, registration).await?;
     Ok(Reply::ok("注册成功"))
 }

@@ -38,6 +38,31 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// Where the process runs (`APP_ENV`): production refuses the settings that are only fit
+    /// for a laptop instead of warning about them.
+    pub enum AppEnv {
+        /// The default: dev defaults (digest key, `log` provider, plain-HTTP fakes) only warn.
+        Development = "development",
+        /// Dev defaults stop start-up, naming the variable.
+        Production = "production",
+    }
+}
+
+/// RabbitMQ's largest `x-message-ttl` (2^32-1 ms), in whole seconds: a retry queue cannot
+/// delay a message longer, and the broker refuses to declare one that would.
+pub const MAX_RETRY_DELAY_SECS: u64 = 4_294_967;
+
+/// The most steps `SMS_RETRY_SCHEDULE_SECS` may have (each distinct step is a queue).
+const MAX_RETRY_STEPS: usize = 50;
+
+/// The longest a captcha or code may live, and the longest resend cooldown: one day (the
+/// daily limit covers longer spans).
+const MAX_TTL_SECS: u32 = 86_400;
+
+/// The longest `DEPENDENCY_TIMEOUT_MS`: a minute (a dependency slower than that is down).
+const MAX_DEPENDENCY_TIMEOUT_MS: u32 = 60_000;
+
 /// All configuration of api, worker and smsctl.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -70,8 +95,15 @@ pub struct Settings {
     pub sms_hourly_limit_per_ip: u32,
     /// `SMS_VERIFY_MAX_ATTEMPTS`: wrong tries allowed per SMS code.
     pub sms_verify_max_attempts: u32,
+    /// `REGISTER_HOURLY_FAILURES_PER_IP` (30): wrong SMS codes allowed per client IP per hour.
+    pub register_hourly_failures_per_ip: u32,
+    /// `IMAGE_CODE_HOURLY_LIMIT_PER_IP` (600): captchas issued per client IP per hour.
+    pub image_code_hourly_limit_per_ip: u32,
     /// `TRUST_PROXY_HEADERS`: take the client IP from `X-Forwarded-For`.
     pub trust_proxy_headers: bool,
+    /// `TRUSTED_PROXY_HOPS` (1, at most 10): which `X-Forwarded-For` entry, counted from the
+    /// right, our own proxies wrote; entries left of it are the client's to forge.
+    pub trusted_proxy_hops: u8,
     /// `API_REQUEST_TIMEOUT_SECS`: the longest any api request may take.
     pub api_request_timeout: Duration,
     /// `DEPENDENCY_TIMEOUT_MS`: the longest one Redis, PostgreSQL or broker call may take
@@ -97,6 +129,8 @@ pub struct Settings {
     pub code_digest_key: SecretString,
     /// `LOG_FORMAT`.
     pub log_format: LogFormat,
+    /// `APP_ENV` (`development` | `production`).
+    pub app_env: AppEnv,
 }
 
 /// Used when `CODE_DIGEST_KEY` is not set: fine on a laptop, a warning in production.
@@ -132,15 +166,33 @@ impl Settings {
                 let pattern = vars.str("MOBILE_PATTERN", r"^1[3-9]\d{9}$");
                 Regex::new(&pattern).map_err(|e| invalid("MOBILE_PATTERN", e.to_string()))?
             },
-            image_code_ttl: vars.secs("IMAGE_CODE_TTL_SECS", 300)?,
-            sms_code_ttl: vars.secs("SMS_CODE_TTL_SECS", 300)?,
-            sms_resend_interval: vars.secs("SMS_RESEND_INTERVAL_SECS", 60)?,
+            image_code_ttl: vars.secs_at_most("IMAGE_CODE_TTL_SECS", 300, MAX_TTL_SECS)?,
+            sms_code_ttl: vars.secs_at_most("SMS_CODE_TTL_SECS", 300, MAX_TTL_SECS)?,
+            sms_resend_interval: vars.secs_at_most("SMS_RESEND_INTERVAL_SECS", 60, MAX_TTL_SECS)?,
             sms_daily_limit_per_mobile: vars.positive("SMS_DAILY_LIMIT_PER_MOBILE", 10)?,
             sms_hourly_limit_per_ip: vars.positive("SMS_HOURLY_LIMIT_PER_IP", 30)?,
             sms_verify_max_attempts: vars.positive("SMS_VERIFY_MAX_ATTEMPTS", 5)?,
+            register_hourly_failures_per_ip: vars.positive("REGISTER_HOURLY_FAILURES_PER_IP", 30)?,
+            image_code_hourly_limit_per_ip: vars.positive("IMAGE_CODE_HOURLY_LIMIT_PER_IP", 600)?,
             trust_proxy_headers: vars.bool("TRUST_PROXY_HEADERS", false)?,
-            api_request_timeout: vars.secs("API_REQUEST_TIMEOUT_SECS", 10)?,
-            dependency_timeout: Duration::from_millis(vars.positive("DEPENDENCY_TIMEOUT_MS", 2000)?.into()),
+            trusted_proxy_hops: {
+                let hops: u8 = vars.parse("TRUSTED_PROXY_HOPS", "1")?;
+                if !(1..=10).contains(&hops) {
+                    return Err(invalid("TRUSTED_PROXY_HOPS", format!("{hops}: expected 1-10 proxies")));
+                }
+                hops
+            },
+            api_request_timeout: vars.secs_at_most("API_REQUEST_TIMEOUT_SECS", 15, 3600)?,
+            dependency_timeout: {
+                let ms = vars.positive("DEPENDENCY_TIMEOUT_MS", 2000)?;
+                if ms > MAX_DEPENDENCY_TIMEOUT_MS {
+                    return Err(invalid(
+                        "DEPENDENCY_TIMEOUT_MS",
+                        format!("{ms} ms is more than the maximum, {MAX_DEPENDENCY_TIMEOUT_MS} ms"),
+                    ));
+                }
+                Duration::from_millis(ms.into())
+            },
             worker_metrics_addr: vars.parse("WORKER_METRICS_ADDR", "0.0.0.0:9100")?,
             worker_prefetch: {
                 let n: u16 = vars.parse("WORKER_PREFETCH", "32")?;
@@ -154,6 +206,15 @@ impl Settings {
                 let mut steps = Vec::new();
                 for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
                     match part.parse::<u64>() {
+                        Ok(n) if n > MAX_RETRY_DELAY_SECS => {
+                            return Err(invalid(
+                                "SMS_RETRY_SCHEDULE_SECS",
+                                format!(
+                                    "{n} s is longer than RabbitMQ can delay a message (x-message-ttl is at most \
+                                     2^32-1 ms, {MAX_RETRY_DELAY_SECS} s)"
+                                ),
+                            ));
+                        }
                         Ok(n) if n > 0 => steps.push(Duration::from_secs(n)),
                         _ => {
                             return Err(invalid(
@@ -166,9 +227,15 @@ impl Settings {
                 if steps.is_empty() {
                     return Err(invalid("SMS_RETRY_SCHEDULE_SECS", "needs at least one delay".into()));
                 }
+                if steps.len() > MAX_RETRY_STEPS {
+                    return Err(invalid(
+                        "SMS_RETRY_SCHEDULE_SECS",
+                        format!("{} steps: at most {MAX_RETRY_STEPS}", steps.len()),
+                    ));
+                }
                 steps
             },
-            sms_provider_timeout: vars.secs("SMS_PROVIDER_TIMEOUT_SECS", 5)?,
+            sms_provider_timeout: vars.secs_at_most("SMS_PROVIDER_TIMEOUT_SECS", 5, 300)?,
             providers,
             default_country_code: {
                 let code: u16 = vars.parse("DEFAULT_COUNTRY_CODE", "86")?;
@@ -178,11 +245,55 @@ impl Settings {
                 code
             },
             provider_breaker_failures: vars.positive("PROVIDER_BREAKER_FAILURES", 5)?,
-            provider_breaker_open: vars.secs("PROVIDER_BREAKER_OPEN_SECS", 30)?,
+            provider_breaker_open: vars.secs_at_most("PROVIDER_BREAKER_OPEN_SECS", 30, MAX_TTL_SECS)?,
             code_digest_key: SecretString::from(vars.str("CODE_DIGEST_KEY", DEV_CODE_DIGEST_KEY)),
             log_format: vars.parse("LOG_FORMAT", "text")?,
+            app_env: vars.parse("APP_ENV", "development")?,
         };
+        if settings.app_env == AppEnv::Production {
+            settings.refuse_dev_settings(&vars)?;
+        }
+        // The sms_code path makes at most five dependency calls (check, lookup, store,
+        // publish, give back), each bounded by DEPENDENCY_TIMEOUT_MS: the request timeout must
+        // outlast them, or a slow request would answer "timed out" while its job gets queued.
+        let worst = settings.dependency_timeout * 5 + Duration::from_secs(1);
+        if settings.api_request_timeout <= worst {
+            return Err(invalid(
+                "API_REQUEST_TIMEOUT_SECS",
+                format!("must be longer than 5 × DEPENDENCY_TIMEOUT_MS + 1 s ({} ms)", worst.as_millis()),
+            ));
+        }
         Ok(settings)
+    }
+
+    /// In production, the settings that are only fit for a laptop are errors: the dev digest
+    /// key (anyone can compute it), the `log` provider (codes go to a log, not to phones) and a
+    /// provider reached over plain HTTP (credentials and codes in clear on the network).
+    fn refuse_dev_settings(&self, vars: &Vars<'_>) -> Result<(), ConfigError> {
+        use secrecy::ExposeSecret;
+        const WHY: &str = "not allowed with APP_ENV=production";
+        if self.code_digest_key.expose_secret() == DEV_CODE_DIGEST_KEY {
+            return Err(invalid("CODE_DIGEST_KEY", format!("unset or the development key: {WHY}; set a secret one")));
+        }
+        if self.providers.iter().any(|p| p.name() == ProviderName::Log) {
+            let var = if vars.get("SMS_PROVIDERS").is_some() || vars.get("SMS_PROVIDER").is_none() {
+                "SMS_PROVIDERS"
+            } else {
+                "SMS_PROVIDER"
+            };
+            return Err(invalid(
+                var,
+                format!("the log provider (the default) writes codes to the log instead of sending them: {WHY}"),
+            ));
+        }
+        for provider in &self.providers {
+            if let Some((var, url)) = provider.base_url()
+                && !url.starts_with("https://")
+            {
+                return Err(invalid(var, format!("{url:?} is not https://: {WHY}")));
+            }
+        }
+        Ok(())
     }
 
     /// Logs a warning for settings that are fine on a laptop but not in production.
@@ -228,6 +339,8 @@ mod tests {
         assert_eq!(s.worker_prefetch, 32);
         assert_eq!(s.sms_daily_limit_per_mobile, 10);
         assert_eq!(s.sms_hourly_limit_per_ip, 30);
+        assert_eq!(s.image_code_hourly_limit_per_ip, 600);
+        assert_eq!((s.trust_proxy_headers, s.trusted_proxy_hops), (false, 1));
         assert_eq!(s.sms_retry_schedule.iter().map(Duration::as_secs).collect::<Vec<_>>(), [2, 10, 30, 60, 120]);
         assert!(s.mobile_pattern.is_match("19912345678"));
         assert!(!s.mobile_pattern.is_match("12912345678"));
@@ -252,6 +365,18 @@ mod tests {
             let err = with(&[(var, value)]).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.contains(var), "{var}={value} gave {err:?}");
         }
+    }
+
+    #[test]
+    fn trusted_proxy_hops_is_bounded_to_one_through_ten() -> Result<(), ConfigError> {
+        assert_eq!(with(&[("TRUSTED_PROXY_HOPS", "10")])?.trusted_proxy_hops, 10);
+        for bad in ["0", "11", "-1", "300", "two"] {
+            let err = with(&[("TRUSTED_PROXY_HOPS", bad)]).err().map(|e| e.var);
+            assert_eq!(err, Some("TRUSTED_PROXY_HOPS"), "{bad}");
+        }
+        let err = with(&[("IMAGE_CODE_HOURLY_LIMIT_PER_IP", "0")]).err().map(|e| e.var);
+        assert_eq!(err, Some("IMAGE_CODE_HOURLY_LIMIT_PER_IP"));
+        Ok(())
     }
 
     #[test]
@@ -309,6 +434,102 @@ mod tests {
             ];
             pairs.push((var, value));
             assert_eq!(with(&pairs).err().map(|e| e.var), Some(var), "{var}={value}");
+        }
+        Ok(())
+    }
+
+    /// A production configuration that passes: a secret digest key and a real provider over
+    /// HTTPS.
+    const PRODUCTION: [(&str, &str); 6] = [
+        ("APP_ENV", "production"),
+        ("CODE_DIGEST_KEY", "a-long-random-secret"),
+        ("SMS_PROVIDERS", "ccp"),
+        ("CCP_ACCOUNT_SID", "sid"),
+        ("CCP_AUTH_TOKEN", "token"),
+        ("CCP_APP_ID", "app"),
+    ];
+
+    fn production_with(pairs: &[(&'static str, &'static str)]) -> Result<Settings, ConfigError> {
+        let mut all: Vec<(&str, &str)> = PRODUCTION.to_vec();
+        for (k, v) in pairs {
+            all.retain(|(name, _)| name != k);
+            all.push((k, v));
+        }
+        with(&all)
+    }
+
+    #[test]
+    fn production_refuses_the_dev_digest_key_the_log_provider_and_plain_http() -> Result<(), ConfigError> {
+        assert_eq!(production_with(&[])?.app_env, AppEnv::Production);
+        for (pairs, var) in [
+            (vec![("CODE_DIGEST_KEY", "")], "CODE_DIGEST_KEY"),
+            (vec![("CODE_DIGEST_KEY", DEV_CODE_DIGEST_KEY)], "CODE_DIGEST_KEY"),
+            (vec![("SMS_PROVIDERS", "ccp,log")], "SMS_PROVIDERS"),
+            (vec![("SMS_PROVIDERS", ""), ("SMS_PROVIDER", "log")], "SMS_PROVIDER"),
+            (vec![("SMS_PROVIDERS", "")], "SMS_PROVIDERS"),
+            (vec![("CCP_BASE_URL", "http://app.cloopen.com:8883")], "CCP_BASE_URL"),
+        ] {
+            let err = production_with(&pairs).err();
+            assert_eq!(err.as_ref().map(|e| e.var), Some(var), "{pairs:?}: {err:?}");
+            let message = err.map(|e| e.to_string()).unwrap_or_default();
+            assert!(message.contains(var) && message.contains("APP_ENV=production"), "{message}");
+        }
+        let err = production_with(&[
+            ("SMS_PROVIDERS", "ccp,twilio"),
+            ("TWILIO_ACCOUNT_SID", "AC1"),
+            ("TWILIO_AUTH_TOKEN", "t"),
+            ("TWILIO_FROM", "+15005550006"),
+            ("TWILIO_BASE_URL", "http://127.0.0.1:9"),
+        ])
+        .err();
+        assert_eq!(err.map(|e| e.var), Some("TWILIO_BASE_URL"));
+        Ok(())
+    }
+
+    #[test]
+    fn development_only_warns_about_the_same_settings() -> Result<(), ConfigError> {
+        let s = with(&[("SMS_PROVIDERS", "log"), ("CCP_BASE_URL", "http://127.0.0.1:9")])?;
+        assert_eq!(s.app_env, AppEnv::Development);
+        let s = with(&[("APP_ENV", "development")])?;
+        assert!(matches!(s.providers.as_slice(), [ProviderSettings::Log(_)]));
+        assert_eq!(with(&[("APP_ENV", "prod")]).err().map(|e| e.var), Some("APP_ENV"));
+        Ok(())
+    }
+
+    #[test]
+    fn a_retry_delay_beyond_the_brokers_ttl_limit_stops_start_up() -> Result<(), ConfigError> {
+        let s = with(&[("SMS_RETRY_SCHEDULE_SECS", "2,4294967")])?;
+        assert_eq!(s.sms_retry_schedule.last().map(Duration::as_secs), Some(MAX_RETRY_DELAY_SECS));
+        let err = with(&[("SMS_RETRY_SCHEDULE_SECS", "2,4294968")]).err();
+        assert_eq!(err.as_ref().map(|e| e.var), Some("SMS_RETRY_SCHEDULE_SECS"));
+        let message = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("x-message-ttl"), "{message}");
+        let steps = vec!["1"; MAX_RETRY_STEPS + 1].join(",");
+        assert_eq!(with(&[("SMS_RETRY_SCHEDULE_SECS", &steps)]).err().map(|e| e.var), Some("SMS_RETRY_SCHEDULE_SECS"));
+        Ok(())
+    }
+
+    #[test]
+    fn durations_beyond_their_bound_name_their_variable() -> Result<(), ConfigError> {
+        for (var, max) in [
+            ("IMAGE_CODE_TTL_SECS", "86400"),
+            ("SMS_CODE_TTL_SECS", "86400"),
+            ("SMS_RESEND_INTERVAL_SECS", "86400"),
+            ("SMS_PROVIDER_TIMEOUT_SECS", "300"),
+            ("PROVIDER_BREAKER_OPEN_SECS", "86400"),
+            ("DEPENDENCY_TIMEOUT_MS", "60000"),
+        ] {
+            // The longest request timeout, so that it outlasts the longest dependency timeout.
+            let timeout = ("API_REQUEST_TIMEOUT_SECS", "3600");
+            with(&[(var, max), timeout])?;
+            let over = (max.parse::<u64>().unwrap_or(0) + 1).to_string();
+            let err = with(&[(var, &over), timeout]).err();
+            assert_eq!(err.as_ref().map(|e| e.var), Some(var), "{var}={over}: {err:?}");
+            assert!(err.map(|e| e.to_string()).unwrap_or_default().contains("maximum"));
+        }
+        for var in ["SMS_CODE_TTL_SECS", "API_REQUEST_TIMEOUT_SECS"] {
+            let err = with(&[(var, "4294967295")]).err().map(|e| e.var);
+            assert_eq!(err, Some(var));
         }
         Ok(())
     }

@@ -98,6 +98,18 @@ impl ProviderSettings {
         }
     }
 
+    /// The variable of its endpoint and the endpoint (`None` for the log provider, which
+    /// has none).
+    pub fn base_url(&self) -> Option<(&'static str, &str)> {
+        match self {
+            Self::Log(_) => None,
+            Self::Ccp(s) => Some(("CCP_BASE_URL", &s.base_url)),
+            Self::Aliyun(s) => Some(("ALIYUN_BASE_URL", &s.base_url)),
+            Self::Tencent(s) => Some(("TENCENT_BASE_URL", &s.base_url)),
+            Self::Twilio(s) => Some(("TWILIO_BASE_URL", &s.base_url)),
+        }
+    }
+
     /// The template it sends (recorded as `sms_deliveries.template_id`): the provider's
     /// template id or code, `text` for Twilio (whose message is `SMS_TEXT_TEMPLATE`), `1` for
     /// the log provider.

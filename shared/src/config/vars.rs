@@ -54,6 +54,17 @@ impl Vars<'_> {
         Ok(Duration::from_secs(self.positive(name, default)?.into()))
     }
 
+    /// A positive number of seconds no larger than `max`: a value far beyond any sensible one
+    /// (a code living for years, a timeout of decades) is a typo, and would overflow the dates
+    /// and TTLs computed from it further on.
+    pub(super) fn secs_at_most(&self, name: &'static str, default: u32, max: u32) -> Result<Duration, ConfigError> {
+        let secs = self.secs(name, default)?;
+        if secs.as_secs() > u64::from(max) {
+            return Err(invalid(name, format!("{} s is more than the maximum, {max} s", secs.as_secs())));
+        }
+        Ok(secs)
+    }
+
     pub(super) fn bool(&self, name: &'static str, default: bool) -> Result<bool, ConfigError> {
         match self.get(name).as_deref().map(str::to_ascii_lowercase).as_deref() {
             None => Ok(default),

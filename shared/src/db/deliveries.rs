@@ -9,7 +9,7 @@ use sqlx::{
     Decode, Encode, PgExecutor, PgPool, Postgres, Type,
     encode::IsNull,
     error::BoxDynError,
-    postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef},
+    postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef, types::PgInterval},
 };
 use uuid::Uuid;
 
@@ -119,19 +119,29 @@ pub enum AttemptStart {
     },
     /// The job already reached a final status (a redelivery): do not send again.
     AlreadyFinal(DeliveryStatus),
+    /// Another handler is sending it right now (a redelivery while the first is still
+    /// running): do not send it twice; look again later.
+    InFlight,
 }
 
-/// Records the start of an attempt: inserts the row, or moves a `sending`/`retrying` row to
-/// `sending` and counts the attempt. A row already final is left alone and reported.
+/// Records the start of an attempt: inserts the row, or moves a `retrying` row to `sending`
+/// and counts the attempt. A `sending` row is taken over only when it has not moved for
+/// `takeover_after` (longer than any live handler's round takes: its handler died);
+/// otherwise it is reported in flight. A row already final is left alone and reported.
 #[tracing::instrument(skip_all, fields(job_id = %attempt.id))]
-pub async fn start_attempt(db: &PgPool, attempt: &NewAttempt<'_>) -> Result<AttemptStart, sqlx::Error> {
+pub async fn start_attempt(
+    db: &PgPool,
+    attempt: &NewAttempt<'_>,
+    takeover_after: Duration,
+) -> Result<AttemptStart, sqlx::Error> {
     let attempts: Option<i32> = sqlx::query_scalar(
         r#"
         insert into sms_deliveries (id, mobile, template_id, provider, status, attempts, code_digest)
         values ($1, $2, $3, $4, 'sending', 1, $5)
         on conflict (id) do update
         set status = 'sending', attempts = sms_deliveries.attempts + 1, provider = excluded.provider, updated_at = now()
-        where sms_deliveries.status in ('sending', 'retrying')
+        where sms_deliveries.status = 'retrying'
+           or (sms_deliveries.status = 'sending' and sms_deliveries.updated_at < now() - $6::interval)
         returning attempts
         "#,
     )
@@ -140,6 +150,7 @@ pub async fn start_attempt(db: &PgPool, attempt: &NewAttempt<'_>) -> Result<Atte
     .bind(attempt.template_id)
     .bind(attempt.provider)
     .bind(attempt.code_digest)
+    .bind(PgInterval::try_from(takeover_after).unwrap_or(PgInterval { months: 0, days: 1, microseconds: 0 }))
     .fetch_optional(db)
     .await?;
     if let Some(attempts) = attempts {
@@ -153,7 +164,10 @@ pub async fn start_attempt(db: &PgPool, attempt: &NewAttempt<'_>) -> Result<Atte
     .bind(attempt.id)
     .fetch_one(db)
     .await?;
-    Ok(AttemptStart::AlreadyFinal(status))
+    Ok(match status {
+        DeliveryStatus::Sending | DeliveryStatus::Retrying => AttemptStart::InFlight,
+        done => AttemptStart::AlreadyFinal(done),
+    })
 }
 
 /// The outcome of one attempt, as recorded.
@@ -171,7 +185,9 @@ pub struct AttemptOutcome {
 }
 
 /// Records the outcome of attempt `attempt` and its provider calls, in one transaction.
-/// Must be committed before the job is acked.
+/// Must be committed before the job is acked. The status is written only if the row is still
+/// this attempt's (`sending`, `attempts` = `attempt`): a handler that was taken over, or a row
+/// that smsctl changed, does not overwrite it. Returns whether it was.
 #[tracing::instrument(skip_all, fields(job_id = %id, status = outcome.status.as_str()))]
 pub async fn finish_attempt(
     db: &PgPool,
@@ -179,9 +195,9 @@ pub async fn finish_attempt(
     attempt: i32,
     outcome: &AttemptOutcome,
     calls: &[NewCall],
-) -> Result<(), sqlx::Error> {
+) -> Result<bool, sqlx::Error> {
     let mut tx = db.begin().await?;
-    sqlx::query(
+    let updated = sqlx::query(
         r#"
         update sms_deliveries
         set status = $2,
@@ -190,7 +206,7 @@ pub async fn finish_attempt(
             provider = coalesce($5, provider),
             sent_at = case when $2 = 'sent' then now() else sent_at end,
             updated_at = now()
-        where id = $1
+        where id = $1 and status = 'sending' and attempts = $6
         "#,
     )
     .bind(id)
@@ -198,10 +214,13 @@ pub async fn finish_attempt(
     .bind(outcome.provider_message_id.as_deref())
     .bind(outcome.last_error.as_deref())
     .bind(outcome.provider.map(ProviderName::as_str))
+    .bind(attempt)
     .execute(&mut *tx)
     .await?;
+    // The calls were made whoever owns the row now: they are recorded either way.
     attempts::insert(&mut *tx, id, attempt, calls).await?;
-    tx.commit().await
+    tx.commit().await?;
+    Ok(updated.rows_affected() == 1)
 }
 
 /// Which deliveries to list.
@@ -340,6 +359,60 @@ pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error
         "#,
     )
     .bind(id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// How `last_error` starts on a replay claim whose job the broker did not confirm: the job
+/// may be queued or not, so the claim is kept (a re-run must not send a second SMS).
+pub const UNCONFIRMED_REPLAY: &str = "unconfirmed replay";
+
+/// The replay of a delivery, as a later smsctl run finds it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct ReplayClaim {
+    /// The replay's job id.
+    pub id: Uuid,
+    /// Its publish was not confirmed and no worker has taken the job since: it may never
+    /// have been queued.
+    pub unconfirmed: bool,
+}
+
+/// The replay of delivery `id`, if there is one.
+#[tracing::instrument(skip_all)]
+pub async fn replay_claim(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<ReplayClaim>, sqlx::Error> {
+    sqlx::query_as(
+        r#"
+        select id,
+               status = 'retrying' and attempts = 0 and coalesce(starts_with(last_error, $2), false) as unconfirmed
+        from sms_deliveries
+        where replay_of = $1
+        "#,
+    )
+    .bind(id)
+    .bind(UNCONFIRMED_REPLAY)
+    .fetch_optional(db)
+    .await
+}
+
+/// Records that the broker did not confirm replay `id` (`why`), in `last_error`, where
+/// `smsctl deliveries` shows it. Only while no worker has taken the job (`retrying`, no
+/// attempt yet): a worker's own record is never overwritten.
+#[tracing::instrument(skip_all, fields(job_id = %id))]
+pub async fn mark_replay_unconfirmed(db: impl PgExecutor<'_>, id: Uuid, why: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        r#"
+        update sms_deliveries
+        set last_error = $2 || ': ' || $3,
+            updated_at = now()
+        where id = $1
+          and status = 'retrying'
+          and attempts = 0
+        "#,
+    )
+    .bind(id)
+    .bind(UNCONFIRMED_REPLAY)
+    .bind(why)
     .execute(db)
     .await?;
     Ok(())

@@ -25,12 +25,18 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
 /// Connects to `DATABASE_URL`, creating the database when it is missing (a developer
 /// machine needs no manual `createdb`), and applies the migrations.
+///
+/// The existence check and the creation open connections of their own, outside the pool and
+/// its acquire timeout: each is bounded by `DEPENDENCY_TIMEOUT_MS`, so that a server that
+/// accepts the connection but never answers (a blackholed address, a hung server) stops
+/// start-up with an error instead of hanging it.
 pub async fn connect_and_migrate(settings: &Settings, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     let url = &settings.database_url;
-    if !Postgres::database_exists(url).await? {
+    let limit = settings.dependency_timeout;
+    if !at_start_up(limit, "checking that the database exists", Postgres::database_exists(url)).await? {
         // Another process (the worker next to this api) may win the race: fine.
-        if let Err(e) = Postgres::create_database(url).await
-            && !Postgres::database_exists(url).await?
+        if let Err(e) = at_start_up(limit, "creating the database", Postgres::create_database(url)).await
+            && !at_start_up(limit, "checking that the database exists", Postgres::database_exists(url)).await?
         {
             return Err(e);
         }
@@ -41,6 +47,22 @@ pub async fn connect_and_migrate(settings: &Settings, max_connections: u32) -> R
         .await?;
     MIGRATOR.run(&pool).await?;
     Ok(pool)
+}
+
+/// Runs one start-up step against PostgreSQL, failing with an I/O "timed out" error naming
+/// the step after `limit`.
+async fn at_start_up<T>(
+    limit: Duration,
+    step: &str,
+    call: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(result) => result,
+        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {} ms (DEPENDENCY_TIMEOUT_MS) while {step}", limit.as_millis()),
+        ))),
+    }
 }
 
 /// Connects to an existing, migrated database without migrating it (smsctl: a short-lived

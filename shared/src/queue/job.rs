@@ -1,30 +1,45 @@
 //! The send job: the JSON body of every message on the send and retry queues, versioned so
 //! that a consumer can refuse a format it does not know.
+//!
+//! Version 2 carries no code: only a keyed digest of job id and code (`code_digest`), so the
+//! broker and its dead-letter queue never hold a usable code. The worker reads the live code
+//! from Redis and sends it only if its digest matches, which is also the stale/superseded
+//! check. Version 1 jobs (with the plaintext `code`) are still handled, so that a rolling
+//! upgrade loses nothing.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::domain::{Mobile, SmsCode};
 
-/// The version written in every job (`"v"`); a consumer rejects versions it does not know.
-pub const JOB_VERSION: u32 = 1;
+/// The version written in every new job (`"v"`).
+pub const JOB_VERSION: u32 = 2;
+
+/// The longest code lifetime a job may carry (a larger one is a corrupt job).
+pub const MAX_TTL_SECS: u64 = 7 * 24 * 3600;
 
 /// A send job: the JSON of every message on the send and retry queues.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SendJob {
-    /// Job format version, [`JOB_VERSION`].
+    /// Job format version: [`JOB_VERSION`], or 1 for jobs queued before the upgrade.
     pub v: u32,
     /// Job id: the `sms_deliveries` id and the AMQP `message_id`.
     pub id: Uuid,
-    /// Recipient.
+    /// Recipient, as the client sent it (the Redis key is `SMS_<mobile>`).
     pub mobile: Mobile,
-    /// The code to send (never logged: its `Debug` is masked).
-    pub code: SmsCode,
-    /// Provider template id.
-    pub template_id: String,
+    /// Version 2: HMAC-SHA256 of job id and code under `CODE_DIGEST_KEY`, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_digest: Option<String>,
+    /// Version 1 only: the code itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<SmsCode>,
+    /// Version 1 only: the provider template the api chose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<String>,
     /// Lifetime of the code from `created_at`: no attempt is made after it.
     pub ttl_secs: u64,
     /// When the api stored the code.
@@ -45,17 +60,22 @@ pub enum DecodeError {
     /// A job version this consumer does not know.
     #[error("unknown job version {0}")]
     UnknownVersion(u32),
+    /// JSON of the right shape with values no api writes.
+    #[error("invalid job: {0}")]
+    Invalid(&'static str),
 }
 
 impl SendJob {
-    /// A new job for a code just stored in Redis.
-    pub fn new(mobile: Mobile, code: SmsCode, template_id: String, ttl: Duration) -> Self {
+    /// A new job for `code`, just stored in Redis: the job carries its digest, not the code.
+    pub fn new(mobile: Mobile, code: &SmsCode, digest_key: &[u8], ttl: Duration) -> Self {
+        let id = Uuid::new_v4();
         Self {
             v: JOB_VERSION,
-            id: Uuid::new_v4(),
+            id,
             mobile,
-            code,
-            template_id,
+            code_digest: Some(code.digest(digest_key, id)),
+            code: None,
+            template_id: None,
             ttl_secs: ttl.as_secs(),
             created_at: Utc::now(),
             attempt: 0,
@@ -63,17 +83,48 @@ impl SendJob {
         }
     }
 
-    /// Parses a message body.
+    /// Parses and checks a message body: a job that decodes is safe to handle (its mobile is
+    /// short ASCII digits, its dates and lifetime in range, its version's code field present).
     pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
         #[derive(Deserialize)]
         struct Version {
             v: u32,
         }
         let Version { v } = serde_json::from_slice(body)?;
-        if v != JOB_VERSION {
+        if !matches!(v, 1 | JOB_VERSION) {
             return Err(DecodeError::UnknownVersion(v));
         }
-        Ok(serde_json::from_slice(body)?)
+        let job: Self = serde_json::from_slice(body)?;
+        let mobile = job.mobile.as_str();
+        if mobile.is_empty() || mobile.len() > 32 || !mobile.bytes().all(|b| b.is_ascii_digit() || b == b'+') {
+            return Err(DecodeError::Invalid("mobile is not 1-32 digits"));
+        }
+        if job.ttl_secs > MAX_TTL_SECS {
+            return Err(DecodeError::Invalid("ttl_secs out of range"));
+        }
+        match (v, &job.code_digest, &job.code) {
+            (1, _, Some(_)) | (JOB_VERSION, Some(_), None) => Ok(job),
+            (1, _, None) => Err(DecodeError::Invalid("a version 1 job needs its code")),
+            _ => Err(DecodeError::Invalid("a version 2 job carries code_digest and no code")),
+        }
+    }
+
+    /// Whether `live` (the code in Redis) is this job's code.
+    pub fn is_code(&self, live: &SmsCode, digest_key: &[u8]) -> bool {
+        match (&self.code_digest, &self.code) {
+            (Some(digest), _) => bool::from(live.digest(digest_key, self.id).as_bytes().ct_eq(digest.as_bytes())),
+            (None, Some(code)) => bool::from(live.expose().as_bytes().ct_eq(code.expose().as_bytes())),
+            (None, None) => false,
+        }
+    }
+
+    /// The `code_digest` recorded in `sms_deliveries` (computed for a version 1 job).
+    pub fn digest(&self, digest_key: &[u8]) -> String {
+        match (&self.code_digest, &self.code) {
+            (Some(digest), _) => digest.clone(),
+            (None, Some(code)) => code.digest(digest_key, self.id),
+            (None, None) => String::new(),
+        }
     }
 
     /// When the code stops being valid.
@@ -87,24 +138,55 @@ impl SendJob {
 mod tests {
     use super::*;
 
-    #[test]
-    fn jobs_round_trip_and_unknown_versions_are_refused() -> Result<(), DecodeError> {
-        let job = SendJob::new(
-            Mobile::from_stored("13812345678"),
-            SmsCode::from_stored("012345"),
-            "1".into(),
-            Duration::from_secs(300),
-        );
-        let body = serde_json::to_vec(&job)?;
-        let back = SendJob::decode(&body)?;
-        assert_eq!(back.id, job.id);
-        assert_eq!(back.code.expose(), "012345");
-        assert_eq!((back.expires_at() - back.created_at).num_seconds(), 300);
+    const KEY: &[u8] = b"test-digest-key";
 
-        let mut value: serde_json::Value = serde_json::from_slice(&body)?;
-        value["v"] = 2.into();
-        let newer = serde_json::to_vec(&value)?;
-        assert!(matches!(SendJob::decode(&newer), Err(DecodeError::UnknownVersion(2))));
+    #[test]
+    fn new_jobs_carry_a_digest_and_never_the_code() -> Result<(), DecodeError> {
+        let code = SmsCode::from_stored("012345");
+        let job = SendJob::new(Mobile::from_stored("13812345678"), &code, KEY, Duration::from_secs(300));
+        let body = serde_json::to_vec(&job)?;
+        let text = String::from_utf8_lossy(&body);
+        assert!(!text.contains("012345") && !text.contains(r#""code""#), "{text}");
+        let back = SendJob::decode(&body)?;
+        assert_eq!((back.v, back.id), (2, job.id));
+        assert!(back.is_code(&code, KEY));
+        assert!(!back.is_code(&SmsCode::from_stored("012346"), KEY), "another code is not this job's");
+        assert!(!back.is_code(&code, b"another key"));
+        assert_eq!((back.expires_at() - back.created_at).num_seconds(), 300);
+        Ok(())
+    }
+
+    #[test]
+    fn version_1_jobs_are_still_handled() -> Result<(), DecodeError> {
+        let id = Uuid::new_v4();
+        let body = serde_json::json!({
+            "v": 1, "id": id, "mobile": "13812345678", "code": "654321", "template_id": "1",
+            "ttl_secs": 300, "created_at": "2026-11-26T01:00:00Z", "attempt": 0
+        });
+        let job = SendJob::decode(&serde_json::to_vec(&body)?)?;
+        assert!(job.is_code(&SmsCode::from_stored("654321"), KEY));
+        assert_eq!(job.digest(KEY), SmsCode::from_stored("654321").digest(KEY, id));
+        assert_eq!(job.template_id.as_deref(), Some("1"));
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_versions_and_values_no_api_writes_are_refused() -> Result<(), serde_json::Error> {
+        let valid = serde_json::json!({
+            "v": 2, "id": Uuid::new_v4(), "mobile": "13812345678", "code_digest": "ab",
+            "ttl_secs": 300, "created_at": "2026-11-26T01:00:00Z", "attempt": 0
+        });
+        let decode = |change: &dyn Fn(&mut serde_json::Value)| {
+            let mut body = valid.clone();
+            change(&mut body);
+            SendJob::decode(&serde_json::to_vec(&body).unwrap_or_default())
+        };
+        assert!(decode(&|_| {}).is_ok());
+        assert!(matches!(decode(&|b| b["v"] = 3.into()), Err(DecodeError::UnknownVersion(3))));
+        assert!(matches!(decode(&|b| b["mobile"] = "１３８".into()), Err(DecodeError::Invalid(_))));
+        assert!(matches!(decode(&|b| b["ttl_secs"] = u64::MAX.into()), Err(DecodeError::Invalid(_))));
+        assert!(matches!(decode(&|b| b["code"] = "123456".into()), Err(DecodeError::Invalid(_))));
+        assert!(matches!(decode(&|b| b["v"] = 1.into()), Err(DecodeError::Invalid(_))));
         assert!(matches!(SendJob::decode(b"not json"), Err(DecodeError::Malformed(_))));
         Ok(())
     }

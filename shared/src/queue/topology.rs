@@ -133,6 +133,13 @@ impl Topology {
             args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl_ms));
             args.insert("x-dead-letter-exchange".into(), long_string(self.exchange()));
             args.insert("x-dead-letter-routing-key".into(), long_string(Self::SEND_KEY));
+            if self.queue_type == QueueType::Quorum {
+                // The hand-back to the send queue is itself a dead-lettering: at-least-once
+                // makes the broker keep the message until the send queue has confirmed it
+                // (at-most-once, the default, can drop it), which requires reject-publish.
+                args.insert("x-dead-letter-strategy".into(), long_string("at-least-once"));
+                args.insert("x-overflow".into(), long_string("reject-publish"));
+            }
             channel.queue_declare(self.retry_queue(*delay).into(), durable_queue, args).await?;
             channel
                 .queue_bind(

@@ -6,7 +6,7 @@
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let settings = shared::Settings::from_env()?;
     shared::telemetry::init(settings.log_format);
-    let listener = tokio::net::TcpListener::bind(settings.api_addr).await?;
+    let listener = shared::listen("API_ADDR", settings.api_addr).await?;
     api::run(settings, listener, shared::shutdown::on_signal()).await?;
     Ok(())
 }

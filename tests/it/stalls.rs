@@ -1,0 +1,148 @@
+//! The worker's duplicate and stall windows: a job another handler is still sending is not
+//! sent twice, a database error that is not an outage parks the job instead of holding its
+//! prefetch slot, and waiting for Redis does not spend the retry budget.
+
+use std::time::Duration;
+
+use lapin::options::QueueDeclareOptions;
+use redis::AsyncCommands;
+use secrecy::ExposeSecret;
+use shared::{
+    domain::{Mobile, SmsCode},
+    queue::{Publisher, SendJob},
+};
+use tests::{DEAD_PORT, TestApp, TestResult, ccp_fake::CcpFake, random_mobile, wait_until};
+
+/// An api and a CCP worker (fast retries), and the fake behind it.
+async fn app_with_worker(overrides: &[(&str, &str)]) -> TestResult<(TestApp, CcpFake)> {
+    let fake = CcpFake::start().await?;
+    let mut vars = fake.env();
+    vars.push(("SMS_RETRY_SCHEDULE_SECS".into(), "1,1,1,1,1".into()));
+    vars.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let app = TestApp::start(&pairs).await?;
+    Ok((app, fake))
+}
+
+async fn status_of(app: &TestApp, mobile: &str) -> Option<(String, i32)> {
+    sqlx::query_as("select status, attempts from sms_deliveries where mobile = $1")
+        .bind(mobile)
+        .fetch_optional(&app.db)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Messages ready in the first retry queue (`<prefix>.retry.1s`).
+async fn parked(app: &TestApp) -> Option<u32> {
+    let (connection, channel) = app.amqp().await.ok()?;
+    let queue = app.topology.retry_queue(Duration::from_secs(1));
+    let options = QueueDeclareOptions { passive: true, ..Default::default() };
+    let declared = channel.queue_declare(queue.as_str().into(), options, Default::default()).await.ok();
+    let _ = connection.close(200, "done".into()).await;
+    declared.map(|q| q.message_count())
+}
+
+#[tokio::test]
+async fn a_job_another_handler_is_still_sending_is_not_sent_twice() -> TestResult {
+    let (mut app, fake) = app_with_worker(&[("SMS_PROVIDER_TIMEOUT_SECS", "1")]).await?;
+    let mobile = random_mobile();
+    let code = SmsCode::generate();
+    let mut redis = app.redis.clone();
+    let () = redis.set_ex(format!("{}SMS_{mobile}", app.keys.prefix()), code.expose(), 300).await?;
+    let key = app.settings.code_digest_key.expose_secret().as_bytes().to_vec();
+    let job = SendJob::new(Mobile::from_stored(mobile.as_str()), &code, &key, Duration::from_secs(300));
+    // Another handler owns the row: `sending`, touched just now (a redelivery overlapping it).
+    sqlx::query(
+        "insert into sms_deliveries (id, mobile, template_id, provider, status, attempts, code_digest)
+         values ($1, $2, '1', 'ccp', 'sending', 1, $3)",
+    )
+    .bind(job.id)
+    .bind(&mobile)
+    .bind(job.digest(&key))
+    .execute(&app.db)
+    .await?;
+    app.spawn_worker_from(app.settings.clone());
+    Publisher::new(std::sync::Arc::new(app.settings.clone()), "test").publish(&job).await?;
+
+    // While the other handler keeps the row alive, the job comes back and is parked again,
+    // never sent.
+    let live_for = std::time::Instant::now();
+    while live_for.elapsed() < Duration::from_secs(3) {
+        sqlx::query("update sms_deliveries set updated_at = now() where id = $1").bind(job.id).execute(&app.db).await?;
+        assert!(fake.received_for(&mobile).is_empty(), "sent while another handler owned the row");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The other handler died: once the row has sat still past the round's budget (1 s) and
+    // the margin, the job is taken over and sent once.
+    let row = wait_until(Duration::from_secs(20), "the job taken over and sent", || async {
+        status_of(&app, &mobile).await.filter(|(status, _)| status == "sent")
+    })
+    .await?;
+    assert_eq!(row.1, 2, "the dead handler's attempt and this one");
+    assert_eq!(fake.received_for(&mobile).len(), 1);
+    app.cleanup().await
+}
+
+#[tokio::test]
+async fn a_database_error_that_is_not_an_outage_parks_the_job_instead_of_stalling() -> TestResult {
+    let (mut app, fake) = app_with_worker(&[]).await?;
+    // Every statement on sms_deliveries now fails (42P01), as a broken migration or a
+    // permission change would: not an outage to wait out.
+    sqlx::query("alter table sms_deliveries rename to sms_deliveries_gone").execute(&app.db).await?;
+    app.spawn_worker_from(app.settings.clone());
+    let mobile = random_mobile();
+    let (_, body) = app.request_code(&mobile).await?;
+    assert_eq!(body["errno"], 0, "{body}");
+
+    // The job leaves the worker (parked in the first retry queue) rather than sitting
+    // unacked in one of its prefetch slots.
+    wait_until(Duration::from_secs(10), "the job parked in the retry queue", || async {
+        parked(&app).await.filter(|n| *n >= 1)
+    })
+    .await?;
+    sqlx::query("alter table sms_deliveries_gone rename to sms_deliveries").execute(&app.db).await?;
+    wait_until(Duration::from_secs(20), "the job sent once the table is back", || async {
+        status_of(&app, &mobile).await.filter(|(status, _)| status == "sent")
+    })
+    .await?;
+    assert_eq!(fake.received_for(&mobile).len(), 1);
+    app.cleanup().await
+}
+
+#[tokio::test]
+async fn waiting_for_redis_does_not_spend_the_retry_budget() -> TestResult {
+    let (mut app, fake) = app_with_worker(&[]).await?;
+    let mut blind = app.settings.clone();
+    blind.redis_url = format!("redis://127.0.0.1:{DEAD_PORT}");
+    let blind_addr = app.spawn_worker_from(blind);
+    let mobile = random_mobile();
+    let (_, body) = app.request_code(&mobile).await?;
+    assert_eq!(body["errno"], 0, "{body}");
+
+    // The worker that cannot reach Redis parks the job again and again…
+    wait_until(Duration::from_secs(20), "the job parked three times", || async {
+        let text = reqwest::get(format!("http://{blind_addr}/metrics")).await.ok()?.text().await.ok()?;
+        let parked = text
+            .lines()
+            .find(|l| l.starts_with("smscode_worker_jobs_parked_total") && l.contains(r#"reason="redis""#))?
+            .rsplit(' ')
+            .next()?
+            .parse::<f64>()
+            .ok()?;
+        (parked >= 3.0).then_some(())
+    })
+    .await?;
+    // …without an attempt being counted: the schedule has 5 steps, none spent.
+    assert_eq!(status_of(&app, &mobile).await, None, "no attempt recorded while Redis was unreachable");
+
+    // A worker that reaches Redis sends it on its first attempt.
+    app.spawn_worker_from(app.settings.clone());
+    let row = wait_until(Duration::from_secs(30), "the job sent", || async {
+        status_of(&app, &mobile).await.filter(|(status, _)| status == "sent")
+    })
+    .await?;
+    assert_eq!(row.1, 1);
+    assert_eq!(fake.received_for(&mobile).len(), 1);
+    app.cleanup().await
+}
