@@ -19,10 +19,11 @@ mod lifetime;
 mod metrics;
 pub mod openapi;
 mod routes;
+mod server;
 pub mod sms;
 mod state;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use axum::{Router, extract::DefaultBodyLimit, http::HeaderName, middleware, routing::get};
 use shared::Settings;
@@ -83,8 +84,12 @@ pub async fn run(settings: Settings, listener: TcpListener, shutdown: Cancellati
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "api listening");
     let detached = state.detached.clone();
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    let limits = server::Limits {
+        header_timeout: state.settings.api_header_timeout,
+        max_connections: state.settings.api_max_connections,
+        drain: state.settings.api_request_timeout,
+    };
+    server::serve(listener, router(state), limits, shutdown).await?;
     // Requests whose client went away may still be running: let them finish (job queued or
     // everything given back) before the process exits.
     detached.drain().await;

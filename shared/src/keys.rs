@@ -68,10 +68,11 @@ impl Keys {
         format!("{}SMSAttempts_{}", self.prefix, mobile.as_str())
     }
 
-    /// `RegisterFailIp_<ip>_<yyyymmddhh>`: wrong SMS codes sent from one client IP in one hour.
-    pub fn register_failures(&self, ip: &str, now: DateTime<Utc>) -> String {
+    /// `RegisterFailIp_<ip>_<yyyymmddhh>`: wrong SMS codes sent from one client IP
+    /// ([`ip_bucket`]) in one hour.
+    pub fn register_failures(&self, ip: IpAddr, now: DateTime<Utc>) -> String {
         let hour = now.with_timezone(&BEIJING).format("%Y%m%d%H");
-        format!("{}RegisterFailIp_{ip}_{hour}", self.prefix)
+        format!("{}RegisterFailIp_{}_{hour}", self.prefix, ip_bucket(ip))
     }
 }
 

@@ -48,6 +48,9 @@ pub enum StartError {
         /// Why not.
         source: std::io::Error,
     },
+    /// A setting is not allowed in this process (see `Settings::refuse_dev_providers`).
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
     /// The SMS provider could not be set up.
     #[error("SMS_PROVIDER: {0}")]
     Provider(String),

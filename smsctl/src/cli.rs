@@ -51,7 +51,9 @@ pub enum Command {
     /// Resend failed deliveries whose code is still live in Redis, as new jobs linked by
     /// replay_of. A code that expired or was replaced by a newer one is reported and
     /// skipped; a delivery is never replayed twice (safe to run twice or concurrently).
-    /// Exits 1 when a replay failed.
+    /// A replay the broker did not confirm may be queued: it is kept, marked unconfirmed
+    /// (`deliveries --status retrying` shows it), and a re-run skips it.
+    /// Exits 1 when a replay failed or is unconfirmed.
     Replay {
         /// These deliveries (repeat --id for several).
         #[arg(long = "id", required_unless_present = "status", conflicts_with = "status")]

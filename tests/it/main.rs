@@ -14,6 +14,7 @@ mod queue;
 mod register;
 mod replay_unconfirmed;
 mod request_edges;
+mod server;
 mod sms_code;
 mod stalls;
 mod startup;

@@ -280,10 +280,15 @@ impl TestApp {
     }
 
     /// A channel on the real broker, for inspecting this test's queues.
+    /// Gives up after 20 s, so that a broker that stopped answering fails the test instead of
+    /// hanging it.
     pub async fn amqp(&self) -> TestResult<(Connection, Channel)> {
-        let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await?;
-        let channel = connection.create_channel().await?;
-        Ok((connection, channel))
+        let connect = async {
+            let connection = Connection::connect(&amqp_url(), ConnectionProperties::default()).await?;
+            let channel = connection.create_channel().await?;
+            Ok::<_, lapin::Error>((connection, channel))
+        };
+        Ok(tokio::time::timeout(Duration::from_secs(20), connect).await.map_err(|_| "the broker did not answer")??)
     }
 
     /// Takes one message off this test's send queue, if any.
@@ -309,13 +314,17 @@ impl TestApp {
             .execute(&mut admin)
             .await?;
         if let Ok((connection, channel)) = self.amqp().await {
-            for queue in self.topology.queues() {
-                let _ = channel.queue_delete(queue.into(), QueueDeleteOptions::default()).await;
-            }
-            for exchange in [self.topology.exchange().to_owned(), self.topology.dead_letter_exchange()] {
-                let _ = channel.exchange_delete(exchange.into(), ExchangeDeleteOptions::default()).await;
-            }
-            let _ = connection.close(200, "done".into()).await;
+            let remove = async {
+                for queue in self.topology.queues() {
+                    let _ = channel.queue_delete(queue.into(), QueueDeleteOptions::default()).await;
+                }
+                for exchange in [self.topology.exchange().to_owned(), self.topology.dead_letter_exchange()] {
+                    let _ = channel.exchange_delete(exchange.into(), ExchangeDeleteOptions::default()).await;
+                }
+                let _ = connection.close(200, "done".into()).await;
+            };
+            // Best effort, bounded: scripts/test removes what a killed run leaves behind.
+            let _ = tokio::time::timeout(Duration::from_secs(20), remove).await;
         }
         let mut redis = self.redis.clone();
         let keys: Vec<String> = redis.keys(format!("{}*", self.keys.prefix())).await?;

@@ -35,6 +35,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), StartError> {
+    settings.refuse_dev_providers()?;
     let router = Router::from_settings(&settings).map_err(|e| StartError::Provider(e.to_string()))?;
     run_with_router(settings, router, listener, shutdown).await
 }

@@ -65,7 +65,7 @@ impl CodeStore {
     pub async fn consume_code(&self, mobile: &Mobile, typed: &str, ip: IpAddr) -> Result<Claimed, ApiError> {
         let now = Utc::now();
         let (code_key, attempts_key) = (self.keys.sms_code(mobile), self.keys.verify_attempts(mobile));
-        let failures_key = self.keys.register_failures(&ip.to_string(), now);
+        let failures_key = self.keys.register_failures(ip, now);
         let mut redis = self.redis.clone();
         let (stored, failures, failures_ttl_ms): (Option<String>, Option<u32>, i64) = redis::pipe()
             .get(&code_key)

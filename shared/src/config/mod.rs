@@ -104,6 +104,11 @@ pub struct Settings {
     /// `TRUSTED_PROXY_HOPS` (1, at most 10): which `X-Forwarded-For` entry, counted from the
     /// right, our own proxies wrote; entries left of it are the client's to forge.
     pub trusted_proxy_hops: u8,
+    /// `API_HEADER_TIMEOUT_SECS` (10): the longest a client may take to send its request
+    /// headers (a client that trickles them is cut off).
+    pub api_header_timeout: Duration,
+    /// `API_MAX_CONNECTIONS` (4096): connections the api serves at once.
+    pub api_max_connections: usize,
     /// `API_REQUEST_TIMEOUT_SECS`: the longest any api request may take.
     pub api_request_timeout: Duration,
     /// `DEPENDENCY_TIMEOUT_MS`: the longest one Redis, PostgreSQL or broker call may take
@@ -119,6 +124,8 @@ pub struct Settings {
     pub sms_provider_timeout: Duration,
     /// `SMS_PROVIDERS` (or `SMS_PROVIDER`), in order, each with its settings.
     pub providers: Vec<ProviderSettings>,
+    /// Which of the two variables listed them (for error messages).
+    pub providers_var: &'static str,
     /// `DEFAULT_COUNTRY_CODE` (86): the country of a mobile written without `+`.
     pub default_country_code: u16,
     /// `PROVIDER_BREAKER_FAILURES` (5): failures in a row that open a provider's breaker.
@@ -133,6 +140,9 @@ pub struct Settings {
     pub app_env: AppEnv,
 }
 
+/// Why a development setting is refused.
+const PRODUCTION_ONLY: &str = "not allowed with APP_ENV=production";
+
 /// Used when `CODE_DIGEST_KEY` is not set: fine on a laptop, a warning in production.
 pub const DEV_CODE_DIGEST_KEY: &str = "smscode-dev-digest-key";
 
@@ -146,7 +156,7 @@ impl Settings {
     /// a variable that is absent or empty takes its default.
     pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let vars = Vars(&lookup);
-        let providers = providers::parse(&vars)?;
+        let (providers_var, providers) = providers::parse(&vars)?;
         let amqp_prefix = vars.str("AMQP_PREFIX", "sms");
         if amqp_prefix.is_empty()
             || amqp_prefix.len() > 200
@@ -182,6 +192,8 @@ impl Settings {
                 }
                 hops
             },
+            api_header_timeout: vars.secs_at_most("API_HEADER_TIMEOUT_SECS", 10, 3600)?,
+            api_max_connections: usize::try_from(vars.positive("API_MAX_CONNECTIONS", 4096)?).unwrap_or(usize::MAX),
             api_request_timeout: vars.secs_at_most("API_REQUEST_TIMEOUT_SECS", 15, 3600)?,
             dependency_timeout: {
                 let ms = vars.positive("DEPENDENCY_TIMEOUT_MS", 2000)?;
@@ -237,6 +249,7 @@ impl Settings {
             },
             sms_provider_timeout: vars.secs_at_most("SMS_PROVIDER_TIMEOUT_SECS", 5, 300)?,
             providers,
+            providers_var,
             default_country_code: {
                 let code: u16 = vars.parse("DEFAULT_COUNTRY_CODE", "86")?;
                 if !(1..=999).contains(&code) {
@@ -251,7 +264,7 @@ impl Settings {
             app_env: vars.parse("APP_ENV", "development")?,
         };
         if settings.app_env == AppEnv::Production {
-            settings.refuse_dev_settings(&vars)?;
+            settings.refuse_dev_settings()?;
         }
         // The sms_code path makes at most five dependency calls (check, lookup, store,
         // publish, give back), each bounded by DEPENDENCY_TIMEOUT_MS: the request timeout must
@@ -266,31 +279,39 @@ impl Settings {
         Ok(settings)
     }
 
-    /// In production, the settings that are only fit for a laptop are errors: the dev digest
-    /// key (anyone can compute it), the `log` provider (codes go to a log, not to phones) and a
-    /// provider reached over plain HTTP (credentials and codes in clear on the network).
-    fn refuse_dev_settings(&self, vars: &Vars<'_>) -> Result<(), ConfigError> {
+    /// In production, the dev digest key is an error: anyone can compute it.
+    fn refuse_dev_settings(&self) -> Result<(), ConfigError> {
         use secrecy::ExposeSecret;
-        const WHY: &str = "not allowed with APP_ENV=production";
         if self.code_digest_key.expose_secret() == DEV_CODE_DIGEST_KEY {
-            return Err(invalid("CODE_DIGEST_KEY", format!("unset or the development key: {WHY}; set a secret one")));
+            return Err(invalid(
+                "CODE_DIGEST_KEY",
+                format!("unset or the development key: {PRODUCTION_ONLY}; set a secret one"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// In production, the providers that are only fit for a laptop are errors: the `log`
+    /// provider (codes go to a log, not to phones) and a provider reached over plain HTTP
+    /// (credentials and codes in clear on the network). Checked by the worker, the one process
+    /// that sends: the api does not need provider settings at all.
+    pub fn refuse_dev_providers(&self) -> Result<(), ConfigError> {
+        if self.app_env != AppEnv::Production {
+            return Ok(());
         }
         if self.providers.iter().any(|p| p.name() == ProviderName::Log) {
-            let var = if vars.get("SMS_PROVIDERS").is_some() || vars.get("SMS_PROVIDER").is_none() {
-                "SMS_PROVIDERS"
-            } else {
-                "SMS_PROVIDER"
-            };
             return Err(invalid(
-                var,
-                format!("the log provider (the default) writes codes to the log instead of sending them: {WHY}"),
+                self.providers_var,
+                format!(
+                    "the log provider (the default) writes codes to the log instead of sending them: {PRODUCTION_ONLY}"
+                ),
             ));
         }
         for provider in &self.providers {
             if let Some((var, url)) = provider.base_url()
                 && !url.starts_with("https://")
             {
-                return Err(invalid(var, format!("{url:?} is not https://: {WHY}")));
+                return Err(invalid(var, format!("{url:?} is not https://: {PRODUCTION_ONLY}")));
             }
         }
         Ok(())
@@ -449,13 +470,14 @@ mod tests {
         ("CCP_APP_ID", "app"),
     ];
 
+    /// The settings a worker would start with (the provider checks included).
     fn production_with(pairs: &[(&'static str, &'static str)]) -> Result<Settings, ConfigError> {
         let mut all: Vec<(&str, &str)> = PRODUCTION.to_vec();
         for (k, v) in pairs {
             all.retain(|(name, _)| name != k);
             all.push((k, v));
         }
-        with(&all)
+        with(&all).and_then(|s| s.refuse_dev_providers().map(|()| s))
     }
 
     #[test]

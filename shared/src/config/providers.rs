@@ -218,11 +218,12 @@ pub struct TwilioSettings {
 pub const DEFAULT_TEXT_TEMPLATE: &str = "Your verification code is {code}. It expires in {minutes} minutes.";
 
 /// Reads `SMS_PROVIDERS` (or the one-provider `SMS_PROVIDER`; `log` when neither is set) and
-/// the settings of each provider it names.
-pub(super) fn parse(vars: &Vars<'_>) -> Result<Vec<ProviderSettings>, ConfigError> {
-    let (var, list) = match vars.get("SMS_PROVIDERS") {
-        Some(list) => ("SMS_PROVIDERS", list),
-        None => ("SMS_PROVIDER", vars.str("SMS_PROVIDER", "log")),
+/// the settings of each provider it names; also returns which of the two variables it read.
+pub(super) fn parse(vars: &Vars<'_>) -> Result<(&'static str, Vec<ProviderSettings>), ConfigError> {
+    let (var, list) = match (vars.get("SMS_PROVIDERS"), vars.get("SMS_PROVIDER")) {
+        (Some(list), _) => ("SMS_PROVIDERS", list),
+        (None, Some(one)) => ("SMS_PROVIDER", one),
+        (None, None) => ("SMS_PROVIDERS", "log".to_owned()),
     };
     let mut providers: Vec<ProviderSettings> = Vec::new();
     for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -235,7 +236,7 @@ pub(super) fn parse(vars: &Vars<'_>) -> Result<Vec<ProviderSettings>, ConfigErro
     if providers.is_empty() {
         return Err(invalid(var, "names no provider".into()));
     }
-    Ok(providers)
+    Ok((var, providers))
 }
 
 fn one(vars: &Vars<'_>, name: ProviderName) -> Result<ProviderSettings, ConfigError> {
