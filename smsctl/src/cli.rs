@@ -56,8 +56,12 @@ pub enum Command {
     /// Exits 1 when a replay failed or is unconfirmed.
     Replay {
         /// These deliveries (repeat --id for several).
-        #[arg(long = "id", required_unless_present = "status", conflicts_with = "status")]
+        #[arg(long = "id", required_unless_present_any = ["status", "stale"], conflicts_with_all = ["status", "stale"])]
         ids: Vec<Uuid>,
+        /// Instead: requeue deliveries left `sending` or `retrying` that have not moved for this
+        /// long (their job was lost), as the same job, while their code is live, e.g. 10m.
+        #[arg(long, value_parser = window, conflicts_with = "status")]
+        stale: Option<Duration>,
         /// Every delivery with this status within --since (only `failed` is replayed).
         #[arg(long, value_parser = DeliveryStatus::from_str)]
         status: Option<DeliveryStatus>,

@@ -50,7 +50,25 @@ pub async fn run(cli: Cli, settings: &Settings, out: &mut impl Write) -> Result<
             print::stats(out, &deliveries::count_by_status(&db, since).await?, since, json)?;
             Ok(true)
         }
-        Command::Replay { ids, status, since, mobile, dry_run } => {
+        Command::Replay { stale: Some(still_for), dry_run, .. } => {
+            let replayer = Replayer::new(settings, db.clone())?;
+            let mut summary = Summary::default();
+            for delivery in deliveries::stale(&db, still_for).await? {
+                let outcome = replayer.requeue(&delivery, dry_run).await;
+                summary.count(&outcome);
+                writeln!(out, "{}", outcome.line(&delivery, dry_run))?;
+            }
+            writeln!(
+                out,
+                "requeue{}: {} requeued, {} skipped, {} failed",
+                if dry_run { " (dry run)" } else { "" },
+                summary.replayed,
+                summary.skipped,
+                summary.failed
+            )?;
+            Ok(summary.failed == 0)
+        }
+        Command::Replay { ids, status, since, mobile, dry_run, stale: None } => {
             let candidates = if ids.is_empty() {
                 let filter = deliveries::Filter { status, mobile: mobile.as_deref(), since: Some(since), limit: None };
                 deliveries::list(&db, &filter).await?

@@ -42,7 +42,9 @@ impl Outcome {
     pub fn line(&self, d: &Delivery, dry_run: bool) -> String {
         let mobile = Mobile::from_stored(d.mobile.as_str()).masked();
         match self {
+            Outcome::Replayed(new) if dry_run && *new == d.id => format!("would requeue {} ({mobile})", d.id),
             Outcome::Replayed(_) if dry_run => format!("would replay {} ({mobile})", d.id),
+            Outcome::Replayed(new) if *new == d.id => format!("requeued {} ({mobile})", d.id),
             Outcome::Replayed(new) => format!("replayed {} -> {new} ({mobile})", d.id),
             Outcome::Unconfirmed(new, why) => format!(
                 "unconfirmed {} -> {new} ({mobile}): {why}; recorded as an unconfirmed replay, which a re-run skips",
@@ -97,6 +99,50 @@ impl Replayer {
             Ok(outcome) => outcome,
             Err(e) => Outcome::Failed(e),
         }
+    }
+
+    /// Requeues a delivery left `sending` or `retrying` (its job lost) as the same job, if its
+    /// code is still live: the worker takes it up where it stopped, and its idempotency check
+    /// makes a second copy of the job harmless. Never fails, reports instead.
+    pub async fn requeue(&self, d: &Delivery, dry_run: bool) -> Outcome {
+        match self.try_requeue(d, dry_run).await {
+            Ok(outcome) => outcome,
+            Err(e) => Outcome::Failed(e),
+        }
+    }
+
+    async fn try_requeue(&self, d: &Delivery, dry_run: bool) -> Result<Outcome, String> {
+        if !matches!(d.status, DeliveryStatus::Sending | DeliveryStatus::Retrying) {
+            return Ok(Outcome::Skipped(format!(
+                "status {}: only sending or retrying deliveries are requeued",
+                d.status
+            )));
+        }
+        let mobile = Mobile::from_stored(d.mobile.as_str());
+        let key = self.keys.sms_code(&mobile);
+        let (live, ttl_ms): (Option<String>, i64) = redis::pipe()
+            .get(&key)
+            .pttl(&key)
+            .query_async(&mut self.redis.clone())
+            .await
+            .map_err(|e| format!("redis: {e}"))?;
+        let Some(live) = live.map(SmsCode::from_stored) else {
+            return Ok(Outcome::Skipped("code expired".into()));
+        };
+        if live.digest(&self.digest_key, d.id) != d.code_digest {
+            return Ok(Outcome::Skipped("code superseded by a newer one".into()));
+        }
+        if ttl_ms < 1000 {
+            return Ok(Outcome::Skipped("code expires in less than a second".into()));
+        }
+        if dry_run {
+            return Ok(Outcome::Replayed(d.id));
+        }
+        let ttl = Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0));
+        let attempt = u32::try_from(d.attempts).unwrap_or(0);
+        let job = SendJob::resume(d.id, mobile, d.code_digest.clone(), ttl, attempt);
+        self.publisher.publish(&job).await.map_err(|e| format!("not queued: {e}"))?;
+        Ok(Outcome::Replayed(d.id))
     }
 
     async fn try_replay(&self, d: &Delivery, dry_run: bool) -> Result<Outcome, String> {

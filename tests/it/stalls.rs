@@ -146,3 +146,47 @@ async fn waiting_for_redis_does_not_spend_the_retry_budget() -> TestResult {
     assert_eq!(fake.received_for(&mobile).len(), 1);
     app.cleanup().await
 }
+
+#[tokio::test]
+async fn smsctl_requeues_a_delivery_whose_job_was_lost_while_its_code_is_live() -> TestResult {
+    use clap::Parser;
+    let (mut app, fake) = app_with_worker(&[]).await?;
+    let key = app.settings.code_digest_key.expose_secret().as_bytes().to_vec();
+    let mut redis = app.redis.clone();
+    // Two rows left `retrying` whose jobs are nowhere: one untouched for an hour, one just now.
+    let (lost, recent) = (random_mobile(), random_mobile());
+    for (mobile, idle) in [(&lost, "1 hour"), (&recent, "0 seconds")] {
+        let code = SmsCode::generate();
+        let () = redis.set_ex(format!("{}SMS_{mobile}", app.keys.prefix()), code.expose(), 300).await?;
+        let id = uuid::Uuid::new_v4();
+        sqlx::query(
+            "insert into sms_deliveries (id, mobile, template_id, provider, status, attempts, code_digest, updated_at)
+             values ($1, $2, '1', 'ccp', 'retrying', 1, $3, now() - $4::interval)",
+        )
+        .bind(id)
+        .bind(mobile)
+        .bind(code.digest(&key, id))
+        .bind(idle)
+        .execute(&app.db)
+        .await?;
+    }
+    let cli = smsctl::Cli::try_parse_from(["smsctl", "replay", "--stale", "10m"])?;
+    let mut out = Vec::new();
+    assert!(smsctl::run(cli, &app.settings, &mut out).await?);
+    let out = String::from_utf8(out)?;
+    assert!(out.contains("requeue: 1 requeued, 0 skipped, 0 failed"), "{out}");
+
+    app.spawn_worker_from(app.settings.clone());
+    let row = wait_until(Duration::from_secs(20), "the lost job sent", || async {
+        status_of(&app, &lost).await.filter(|(status, _)| status == "sent")
+    })
+    .await?;
+    assert_eq!(row.1, 2, "it went on from its attempt");
+    assert_eq!(fake.received_for(&lost).len(), 1);
+    assert_eq!(
+        status_of(&app, &recent).await.map(|r| r.0).as_deref(),
+        Some("retrying"),
+        "a row still moving is left alone"
+    );
+    app.cleanup().await
+}

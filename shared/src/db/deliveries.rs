@@ -258,6 +258,24 @@ pub async fn list(db: impl PgExecutor<'_>, filter: &Filter<'_>) -> Result<Vec<De
     .await
 }
 
+/// Deliveries left `sending` or `retrying` that have not moved for `still_for`: their job
+/// was lost (a parked job the broker dropped, a worker gone with it), oldest first.
+#[tracing::instrument(skip_all)]
+pub async fn stale(db: impl PgExecutor<'_>, still_for: Duration) -> Result<Vec<Delivery>, sqlx::Error> {
+    sqlx::query_as(
+        r#"
+        select *
+        from sms_deliveries
+        where status in ('sending', 'retrying')
+          and updated_at < $1
+        order by created_at
+        "#,
+    )
+    .bind(super::ago(still_for))
+    .fetch_all(db)
+    .await
+}
+
 /// The deliveries with these ids, oldest first.
 #[tracing::instrument(skip_all)]
 pub async fn by_ids(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<Vec<Delivery>, sqlx::Error> {

@@ -83,6 +83,23 @@ impl SendJob {
         }
     }
 
+    /// The job of an existing delivery again (same id, same digest), for a row left
+    /// `sending` or `retrying` whose job was lost: the worker takes it up where it stopped.
+    pub fn resume(id: Uuid, mobile: Mobile, code_digest: String, ttl: Duration, attempt: u32) -> Self {
+        Self {
+            v: JOB_VERSION,
+            id,
+            mobile,
+            code_digest: Some(code_digest),
+            code: None,
+            template_id: None,
+            ttl_secs: ttl.as_secs(),
+            created_at: Utc::now(),
+            attempt,
+            request_id: None,
+        }
+    }
+
     /// Parses and checks a message body: a job that decodes is safe to handle (its mobile is
     /// short ASCII digits, its dates and lifetime in range, its version's code field present).
     pub fn decode(body: &[u8]) -> Result<Self, DecodeError> {
