@@ -207,12 +207,14 @@ async fn a_handler_that_was_taken_over_does_not_overwrite_the_outcome() -> TestR
         .execute(&app.db)
         .await?;
     assert_eq!(deliveries::start_attempt(&app.db, &attempt, window).await?, AttemptStart::Proceed { attempts: 2 });
-    let sent = AttemptOutcome { status: DeliveryStatus::Sent, provider: None, provider_message_id: None, last_error: None };
+    let sent =
+        AttemptOutcome { status: DeliveryStatus::Sent, provider: None, provider_message_id: None, last_error: None };
     assert!(deliveries::finish_attempt(&app.db, id, 2, &sent, &[]).await?);
     // The stalled first handler comes back with a failure: it must not overwrite `sent`.
     let late = AttemptOutcome { status: DeliveryStatus::Retrying, last_error: Some("late".into()), ..sent.clone() };
     assert!(!deliveries::finish_attempt(&app.db, id, 1, &late, &[]).await?);
-    let status: String = sqlx::query_scalar("select status from sms_deliveries where id = $1").bind(id).fetch_one(&app.db).await?;
+    let status: String =
+        sqlx::query_scalar("select status from sms_deliveries where id = $1").bind(id).fetch_one(&app.db).await?;
     assert_eq!(status, "sent");
     app.cleanup().await
 }
