@@ -28,6 +28,8 @@ pub struct Replayer {
 pub enum Outcome {
     /// Queued as this new job (or, in a dry run, would be).
     Replayed(Uuid),
+    /// Queued again as the same job (`--stale`; or, in a dry run, would be).
+    Requeued,
     /// Published as this new job, but the broker did not confirm it (why): it may be queued
     /// or not. The claim is kept, marked unconfirmed, so that no later run sends it again.
     Unconfirmed(Uuid, String),
@@ -42,10 +44,10 @@ impl Outcome {
     pub fn line(&self, d: &Delivery, dry_run: bool) -> String {
         let mobile = Mobile::from_stored(d.mobile.as_str()).masked();
         match self {
-            Outcome::Replayed(new) if dry_run && *new == d.id => format!("would requeue {} ({mobile})", d.id),
             Outcome::Replayed(_) if dry_run => format!("would replay {} ({mobile})", d.id),
-            Outcome::Replayed(new) if *new == d.id => format!("requeued {} ({mobile})", d.id),
             Outcome::Replayed(new) => format!("replayed {} -> {new} ({mobile})", d.id),
+            Outcome::Requeued if dry_run => format!("would requeue {} ({mobile})", d.id),
+            Outcome::Requeued => format!("requeued {} ({mobile})", d.id),
             Outcome::Unconfirmed(new, why) => format!(
                 "unconfirmed {} -> {new} ({mobile}): {why}; recorded as an unconfirmed replay, which a re-run skips",
                 d.id
@@ -73,7 +75,7 @@ impl Summary {
     /// Counts one outcome.
     pub fn count(&mut self, outcome: &Outcome) {
         match outcome {
-            Outcome::Replayed(_) => self.replayed += 1,
+            Outcome::Replayed(_) | Outcome::Requeued => self.replayed += 1,
             Outcome::Skipped(_) => self.skipped += 1,
             Outcome::Failed(_) => self.failed += 1,
             Outcome::Unconfirmed(..) => self.unconfirmed += 1,
@@ -136,13 +138,13 @@ impl Replayer {
             return Ok(Outcome::Skipped("code expires in less than a second".into()));
         }
         if dry_run {
-            return Ok(Outcome::Replayed(d.id));
+            return Ok(Outcome::Requeued);
         }
         let ttl = Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0));
         let attempt = u32::try_from(d.attempts).unwrap_or(0);
         let job = SendJob::resume(d.id, mobile, d.code_digest.clone(), ttl, attempt);
         self.publisher.publish(&job).await.map_err(|e| format!("not queued: {e}"))?;
-        Ok(Outcome::Replayed(d.id))
+        Ok(Outcome::Requeued)
     }
 
     async fn try_replay(&self, d: &Delivery, dry_run: bool) -> Result<Outcome, String> {
