@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::Value;
 use shared::{
     domain::{Mobile, SmsCode},
-    queue::{Publisher, SendJob},
+    queue::{Publisher, SendJob, Topology},
 };
 use tests::{TestApp, TestResult, random_mobile, wait_until};
 
@@ -58,5 +58,39 @@ async fn a_retry_queue_hands_its_message_back_to_the_send_queue_after_its_delay(
     .await?;
     assert!(sent_at.elapsed() >= Duration::from_millis(900), "waited {:?}", sent_at.elapsed());
     assert_eq!(SendJob::decode(&delivery.data)?.id, job.id);
+    app.cleanup().await
+}
+
+#[tokio::test]
+async fn quorum_retry_queues_hand_back_at_least_once() -> TestResult {
+    use lapin::{
+        options::QueueDeclareOptions,
+        types::{AMQPValue, FieldTable, LongString},
+    };
+    let app = TestApp::start(&[("SMS_RETRY_SCHEDULE_SECS", "1")]).await?;
+    let queue = app.topology.retry_queue(Duration::from_secs(1));
+    let shared = &app;
+    let declare = |strategy: &'static str, overflow: &'static str| {
+        let mut args = FieldTable::default();
+        let text = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()));
+        args.insert("x-queue-type".into(), text("quorum"));
+        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(1000));
+        args.insert("x-dead-letter-exchange".into(), text(shared.topology.exchange()));
+        args.insert("x-dead-letter-routing-key".into(), text(Topology::SEND_KEY));
+        args.insert("x-dead-letter-strategy".into(), text(strategy));
+        args.insert("x-overflow".into(), text(overflow));
+        let queue = queue.clone();
+        async move {
+            let (connection, channel) = shared.amqp().await?;
+            let options = QueueDeclareOptions { durable: true, ..Default::default() };
+            let declared = channel.queue_declare(queue.as_str().into(), options, args).await;
+            let _ = connection.close(200, "done".into()).await;
+            TestResult::Ok(declared.is_ok())
+        }
+    };
+    // The api declared the topology at start-up; an equivalent declaration is accepted, a
+    // different one refused (the broker compares these arguments).
+    assert!(declare("at-least-once", "reject-publish").await?, "declared with at-least-once and reject-publish");
+    assert!(!declare("at-most-once", "drop-head").await?, "the broker would accept the default strategy: not declared");
     app.cleanup().await
 }

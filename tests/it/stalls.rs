@@ -43,6 +43,18 @@ async fn parked(app: &TestApp) -> Option<u32> {
     declared.map(|q| q.message_count())
 }
 
+/// `smscode_worker_jobs_parked_total{reason}` of the worker whose endpoints are at `addr`.
+async fn parked_total(addr: std::net::SocketAddr, reason: &str) -> Option<f64> {
+    let text = reqwest::get(format!("http://{addr}/metrics")).await.ok()?.text().await.ok()?;
+    let label = format!(r#"reason="{reason}""#);
+    text.lines()
+        .find(|l| l.starts_with("smscode_worker_jobs_parked_total") && l.contains(&label))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
 #[tokio::test]
 async fn a_job_another_handler_is_still_sending_is_not_sent_twice() -> TestResult {
     let (mut app, fake) = app_with_worker(&[("SMS_PROVIDER_TIMEOUT_SECS", "1")]).await?;
@@ -122,15 +134,7 @@ async fn waiting_for_redis_does_not_spend_the_retry_budget() -> TestResult {
 
     // The worker that cannot reach Redis parks the job again and again…
     wait_until(Duration::from_secs(20), "the job parked three times", || async {
-        let text = reqwest::get(format!("http://{blind_addr}/metrics")).await.ok()?.text().await.ok()?;
-        let parked = text
-            .lines()
-            .find(|l| l.starts_with("smscode_worker_jobs_parked_total") && l.contains(r#"reason="redis""#))?
-            .rsplit(' ')
-            .next()?
-            .parse::<f64>()
-            .ok()?;
-        (parked >= 3.0).then_some(())
+        parked_total(blind_addr, "redis").await.filter(|n| *n >= 3.0)
     })
     .await?;
     // …without an attempt being counted: the schedule has 5 steps, none spent.
@@ -216,5 +220,54 @@ async fn a_handler_that_was_taken_over_does_not_overwrite_the_outcome() -> TestR
     let status: String =
         sqlx::query_scalar("select status from sms_deliveries where id = $1").bind(id).fetch_one(&app.db).await?;
     assert_eq!(status, "sent");
+    app.cleanup().await
+}
+
+/// Messages ready in this test's dead-letter queue.
+async fn dead_letters(app: &TestApp) -> Option<u32> {
+    let (connection, channel) = app.amqp().await.ok()?;
+    let options = QueueDeclareOptions { passive: true, ..Default::default() };
+    let declared =
+        channel.queue_declare(app.topology.dead_queue().as_str().into(), options, Default::default()).await.ok();
+    let _ = connection.close(200, "done".into()).await;
+    declared.map(|q| q.message_count())
+}
+
+#[tokio::test]
+async fn a_job_that_cannot_be_parked_goes_back_to_the_queue_instead_of_the_dead_letters() -> TestResult {
+    let (mut app, fake) = app_with_worker(&[]).await?;
+    // Every job needs parking: its table is gone.
+    sqlx::query("alter table sms_deliveries rename to sms_deliveries_gone").execute(&app.db).await?;
+    let worker = app.spawn_worker_from(app.settings.clone());
+    // A first job is parked: the worker's retry publisher is now connected, its topology declared.
+    let (_, body) = app.request_code(&random_mobile()).await?;
+    assert_eq!(body["errno"], 0, "{body}");
+    let before = wait_until(Duration::from_secs(15), "a first job parked", || async {
+        parked_total(worker, "database").await.filter(|n| *n >= 1.0)
+    })
+    .await?;
+    // Now parking fails: the first retry queue is gone, a publish to it comes back unroutable.
+    let (connection, channel) = app.amqp().await?;
+    let retry = app.topology.retry_queue(Duration::from_secs(1));
+    channel.queue_delete(retry.as_str().into(), Default::default()).await?;
+    let _ = connection.close(200, "done".into()).await;
+
+    let mobile = random_mobile();
+    let (_, body) = app.request_code(&mobile).await?;
+    assert_eq!(body["errno"], 0, "{body}");
+    // The worker keeps trying the job (back on the send queue after a pause), never
+    // dead-letters it…
+    wait_until(Duration::from_secs(15), "the job tried, requeued and tried again", || async {
+        parked_total(worker, "database").await.filter(|n| *n >= before + 2.0)
+    })
+    .await?;
+    assert_eq!(dead_letters(&app).await, Some(0), "not dead-lettered");
+    // …so once the table is back, it is sent.
+    sqlx::query("alter table sms_deliveries_gone rename to sms_deliveries").execute(&app.db).await?;
+    wait_until(Duration::from_secs(20), "the job sent", || async {
+        status_of(&app, &mobile).await.filter(|(status, _)| status == "sent")
+    })
+    .await?;
+    assert_eq!(fake.received_for(&mobile).len(), 1);
     app.cleanup().await
 }

@@ -156,7 +156,12 @@ impl TestApp {
             async move { http.get(url).send().await.ok().filter(|r| r.status().is_success()) }
         })
         .await?;
-        let redis = ConnectionManager::new(redis::Client::open(redis_url())?).await?;
+        // Generous timeouts: the suite runs many tests at once on two cores, and a slow answer
+        // to the test's own reads must not fail a test (the product's timeouts are under test).
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(Duration::from_secs(10)))
+            .set_connection_timeout(Some(Duration::from_secs(10)));
+        let redis = ConnectionManager::new_with_config(redis::Client::open(redis_url())?, config).await?;
         let db = PgPool::connect(&format!("{}/{db_name}", pg_server_url())).await?;
         Ok(Self {
             base,
