@@ -113,6 +113,28 @@ impl Replayer {
         }
     }
 
+    /// The live code of `d`'s mobile and its remaining lifetime, if it is still `d`'s (the
+    /// digests match: the code itself is not stored) and lives a second more; else why to skip.
+    async fn live_code(&self, d: &Delivery, mobile: &Mobile) -> Result<Result<(SmsCode, Duration), Outcome>, String> {
+        let key = self.keys.sms_code(mobile);
+        let (live, ttl_ms): (Option<String>, i64) = redis::pipe()
+            .get(&key)
+            .pttl(&key)
+            .query_async(&mut self.redis.clone())
+            .await
+            .map_err(|e| format!("redis: {e}"))?;
+        let Some(live) = live.map(SmsCode::from_stored) else {
+            return Ok(Err(Outcome::Skipped("code expired".into())));
+        };
+        if live.digest(&self.digest_key, d.id) != d.code_digest {
+            return Ok(Err(Outcome::Skipped("code superseded by a newer one".into())));
+        }
+        if ttl_ms < 1000 {
+            return Ok(Err(Outcome::Skipped("code expires in less than a second".into())));
+        }
+        Ok(Ok((live, Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0)))))
+    }
+
     async fn try_requeue(&self, d: &Delivery, dry_run: bool) -> Result<Outcome, String> {
         if !matches!(d.status, DeliveryStatus::Sending | DeliveryStatus::Retrying) {
             return Ok(Outcome::Skipped(format!(
@@ -121,26 +143,13 @@ impl Replayer {
             )));
         }
         let mobile = Mobile::from_stored(d.mobile.as_str());
-        let key = self.keys.sms_code(&mobile);
-        let (live, ttl_ms): (Option<String>, i64) = redis::pipe()
-            .get(&key)
-            .pttl(&key)
-            .query_async(&mut self.redis.clone())
-            .await
-            .map_err(|e| format!("redis: {e}"))?;
-        let Some(live) = live.map(SmsCode::from_stored) else {
-            return Ok(Outcome::Skipped("code expired".into()));
+        let ttl = match self.live_code(d, &mobile).await? {
+            Ok((_, ttl)) => ttl,
+            Err(skipped) => return Ok(skipped),
         };
-        if live.digest(&self.digest_key, d.id) != d.code_digest {
-            return Ok(Outcome::Skipped("code superseded by a newer one".into()));
-        }
-        if ttl_ms < 1000 {
-            return Ok(Outcome::Skipped("code expires in less than a second".into()));
-        }
         if dry_run {
             return Ok(Outcome::Requeued);
         }
-        let ttl = Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0));
         let attempt = u32::try_from(d.attempts).unwrap_or(0);
         let job = SendJob::resume(d.id, mobile, d.code_digest.clone(), ttl, attempt);
         self.publisher.publish(&job).await.map_err(|e| format!("not queued: {e}"))?;
@@ -156,29 +165,15 @@ impl Replayer {
             return Ok(Outcome::Skipped(format!("already replayed as {}{note}", claim.id)));
         }
 
-        // Is the live code still this delivery's? Compare digests: the code is not stored.
         let mobile = Mobile::from_stored(d.mobile.as_str());
-        let key = self.keys.sms_code(&mobile);
-        let (live, ttl_ms): (Option<String>, i64) = redis::pipe()
-            .get(&key)
-            .pttl(&key)
-            .query_async(&mut self.redis.clone())
-            .await
-            .map_err(|e| format!("redis: {e}"))?;
-        let Some(live) = live.map(SmsCode::from_stored) else {
-            return Ok(Outcome::Skipped("code expired".into()));
+        let (live, ttl) = match self.live_code(d, &mobile).await? {
+            Ok(live) => live,
+            Err(skipped) => return Ok(skipped),
         };
-        if live.digest(&self.digest_key, d.id) != d.code_digest {
-            return Ok(Outcome::Skipped("code superseded by a newer one".into()));
-        }
-        if ttl_ms < 1000 {
-            return Ok(Outcome::Skipped("code expires in less than a second".into()));
-        }
         if dry_run {
             return Ok(Outcome::Replayed(d.id));
         }
 
-        let ttl = Duration::from_millis(u64::try_from(ttl_ms).unwrap_or(0));
         let mut job = SendJob::new(mobile, &live, &self.digest_key, ttl);
         job.request_id = Some(format!("replay-of-{}", d.id));
         let digest = job.digest(&self.digest_key);
