@@ -15,7 +15,10 @@ use axum::{
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::{MAX_BODY_BYTES, error::ApiError};
+use crate::error::ApiError;
+
+/// The largest request body accepted; larger ones get HTTP 400 with errno 4103.
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// How long a refused oversize body is still read (and dropped) after the answer, at most.
 const LINGER_TOTAL: Duration = Duration::from_secs(5);

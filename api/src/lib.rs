@@ -25,7 +25,7 @@ mod state;
 
 use std::sync::Arc;
 
-use axum::{Router, extract::DefaultBodyLimit, http::HeaderName, middleware, routing::get};
+use axum::{Router, http::HeaderName, middleware, routing::get};
 use shared::Settings;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -36,11 +36,9 @@ use tower_http::{
 
 pub use codes::{Attempt, CodeStore};
 pub use error::{ApiError, Reply};
+pub use extract::MAX_BODY_BYTES;
 pub use shared::StartError;
 pub use state::AppState;
-
-/// The largest request body accepted; larger ones get HTTP 400 with errno 4103.
-pub const MAX_BODY_BYTES: usize = 16 * 1024;
 
 /// The request-id header: taken from the client or generated, echoed in the answer,
 /// carried into the send job and the worker's logs.
@@ -52,7 +50,6 @@ pub fn router(state: AppState) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID);
     routes::router()
         .route("/openapi.json", get(openapi::openapi_json))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // Every dependency call has its own shorter timeout and errno answer; this is the
         // last resort against a request that hangs anyway.
         .layer(middleware::from_fn_with_state(timeout, lifetime::answer_in_time))

@@ -52,15 +52,13 @@ impl Keys {
     /// `SMSIpHourly_<ip>_<yyyymmddhh>`: codes requested from one client IP ([`ip_bucket`]) in
     /// one hour.
     pub fn ip_hourly_count(&self, ip: IpAddr, now: DateTime<Utc>) -> String {
-        let hour = now.with_timezone(&BEIJING).format("%Y%m%d%H");
-        format!("{}SMSIpHourly_{}_{hour}", self.prefix, ip_bucket(ip))
+        self.per_ip_hour("SMSIpHourly", ip, now)
     }
 
     /// `ImageCodeIpHourly_<ip>_<yyyymmddhh>`: captchas issued to one client IP ([`ip_bucket`])
     /// in one hour.
     pub fn image_code_ip_hourly(&self, ip: IpAddr, now: DateTime<Utc>) -> String {
-        let hour = now.with_timezone(&BEIJING).format("%Y%m%d%H");
-        format!("{}ImageCodeIpHourly_{}_{hour}", self.prefix, ip_bucket(ip))
+        self.per_ip_hour("ImageCodeIpHourly", ip, now)
     }
 
     /// `SMSAttempts_<mobile>`: wrong tries against the live SMS code.
@@ -71,8 +69,13 @@ impl Keys {
     /// `RegisterFailIp_<ip>_<yyyymmddhh>`: wrong SMS codes sent from one client IP
     /// ([`ip_bucket`]) in one hour.
     pub fn register_failures(&self, ip: IpAddr, now: DateTime<Utc>) -> String {
+        self.per_ip_hour("RegisterFailIp", ip, now)
+    }
+
+    /// `<name>_<ip bucket>_<yyyymmddhh>`: the one shape of every per-IP hourly counter.
+    fn per_ip_hour(&self, name: &str, ip: IpAddr, now: DateTime<Utc>) -> String {
         let hour = now.with_timezone(&BEIJING).format("%Y%m%d%H");
-        format!("{}RegisterFailIp_{}_{hour}", self.prefix, ip_bucket(ip))
+        format!("{}{name}_{}_{hour}", self.prefix, ip_bucket(ip))
     }
 }
 

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use rand::Rng;
 use redis::AsyncCommands;
 use tests::{TestApp, TestResult, ccp_fake::CcpFake, random_mobile, wait_until};
@@ -46,18 +45,7 @@ async fn requests_whose_connection_is_reset_leave_no_stored_code_without_a_job_a
     let mut app = TestApp::start(&pairs).await?;
     app.spawn_worker_from(app.settings.clone());
 
-    let captchas: Vec<TestResult<(String, String, String)>> = futures_util::stream::iter((0..REQUESTS).map(|_| {
-        let app = &app;
-        async move {
-            let (mobile, id) = (random_mobile(), uuid::Uuid::new_v4().to_string());
-            let text = app.captcha(&id).await?;
-            Ok((mobile, id, text))
-        }
-    }))
-    .buffer_unordered(8)
-    .collect()
-    .await;
-    let captchas = captchas.into_iter().collect::<TestResult<Vec<_>>>()?;
+    let captchas = app.captchas(REQUESTS).await?;
 
     let resets = futures_util::future::join_all(captchas.iter().map(|(mobile, id, text)| {
         let body = serde_json::json!({"mobile": mobile, "image_code": text, "image_code_id": id}).to_string();

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures_util::StreamExt;
 use tests::{
     TestApp, TestResult,
     aliyun_fake::AliyunFake,
@@ -371,16 +370,7 @@ async fn a_burst_with_ccp_failing_is_delivered_entirely_by_tencent() -> TestResu
     ccp.script(std::iter::repeat_n(ccp_fake::Reply::Http(500), 1000));
 
     // Captchas first, a few at a time; then every sms_code request at once.
-    let captchas: Vec<TestResult<(String, String, String)>> =
-        futures_util::stream::iter((0..REQUESTS).map(|_| async {
-            let (mobile, id) = (random_mobile(), uuid::Uuid::new_v4().to_string());
-            let text = app.captcha(&id).await?;
-            Ok((mobile, id, text))
-        }))
-        .buffer_unordered(8)
-        .collect()
-        .await;
-    let captchas = captchas.into_iter().collect::<TestResult<Vec<_>>>()?;
+    let captchas = app.captchas(REQUESTS).await?;
     let shared = &app;
     let answers = futures_util::future::join_all(captchas.into_iter().map(|(mobile, id, text)| async move {
         let asked = Utc::now();

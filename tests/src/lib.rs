@@ -264,6 +264,21 @@ impl TestApp {
         text.ok_or_else(|| "captcha text not stored".into())
     }
 
+    /// `n` fresh captchas, a few fetched at a time, each with a new mobile:
+    /// `(mobile, image_code_id, text)`, ready for a burst of sms_code requests.
+    pub async fn captchas(&self, n: usize) -> TestResult<Vec<(String, String, String)>> {
+        use futures_util::StreamExt;
+        let fetched: Vec<TestResult<(String, String, String)>> = futures_util::stream::iter((0..n).map(|_| async {
+            let (mobile, id) = (random_mobile(), Uuid::new_v4().to_string());
+            let text = self.captcha(&id).await?;
+            Ok((mobile, id, text))
+        }))
+        .buffer_unordered(8)
+        .collect()
+        .await;
+        fetched.into_iter().collect()
+    }
+
     /// `POST /passport/sms_code` with `body`: (HTTP status, JSON answer).
     pub async fn post_json(&self, path: &str, body: &Value) -> TestResult<(u16, Value)> {
         let response = self.http.post(format!("{}{path}", self.base)).json(body).send().await?;
