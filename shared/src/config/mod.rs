@@ -2,11 +2,13 @@
 //! Configuration section), parsed and validated once at start-up. An invalid value stops the
 //! process with a message naming the variable.
 
+mod guard;
 mod providers;
 mod vars;
 
 use std::{net::SocketAddr, time::Duration};
 
+pub use guard::{FraudSettings, ReceiptSettings, TestNumber};
 pub use providers::{
     AliyunSettings, CcpSettings, Countries, DEFAULT_TEXT_TEMPLATE, LogSettings, ProviderName, ProviderSettings,
     TencentSettings, TwilioSender, TwilioSettings,
@@ -68,6 +70,12 @@ const MAX_DEPENDENCY_TIMEOUT_MS: u32 = 60_000;
 pub struct Settings {
     /// `DATABASE_URL`: PostgreSQL; the database is created at start-up when missing.
     pub database_url: String,
+    /// `DATABASE_MIGRATION_URL` (default `DATABASE_URL`): a direct connection for the
+    /// migrations, which hold a session-level lock that a transaction pooler cannot carry.
+    pub database_migration_url: String,
+    /// `DATABASE_PREPARED_STATEMENTS` (true): false switches sqlx's named prepared-statement
+    /// cache off, for a pooler that cannot carry prepared statements across transactions.
+    pub database_prepared_statements: bool,
     /// `REDIS_URL`.
     pub redis_url: String,
     /// `REDIS_KEY_PREFIX` (default empty, the seed's keys): lets deployments or test runs
@@ -79,6 +87,8 @@ pub struct Settings {
     pub amqp_prefix: String,
     /// `AMQP_QUEUE_TYPE` (`quorum` | `classic`).
     pub amqp_queue_type: QueueType,
+    /// `AMQP_QUORUM_SIZE` (3): the initial replica count of each quorum queue.
+    pub amqp_quorum_size: u16,
     /// `API_ADDR`: where the api listens.
     pub api_addr: SocketAddr,
     /// `MOBILE_PATTERN`: what a valid mobile looks like.
@@ -138,6 +148,12 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// `APP_ENV` (`development` | `production`).
     pub app_env: AppEnv,
+    /// `RECEIPT_BASE_URL`, `RECEIPT_TOKEN`, `TWILIO_AUTH_TOKEN`: the receipt endpoints.
+    pub receipts: ReceiptSettings,
+    /// `SMS_ALLOWED_COUNTRIES` and `FRAUD_*`: the fraud guard.
+    pub fraud: FraudSettings,
+    /// `SMS_TEST_NUMBERS`: numbers with a fixed code that are never sent an SMS.
+    pub sms_test_numbers: Vec<TestNumber>,
 }
 
 /// Why a development setting is refused.
@@ -164,13 +180,23 @@ impl Settings {
         {
             return Err(invalid("AMQP_PREFIX", "1-200 characters of [A-Za-z0-9._-]".into()));
         }
+        let database_url = vars.str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/sms");
         let settings = Settings {
-            database_url: vars.str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/sms"),
+            database_migration_url: vars.str("DATABASE_MIGRATION_URL", &database_url),
+            database_url,
+            database_prepared_statements: vars.bool("DATABASE_PREPARED_STATEMENTS", true)?,
             redis_url: vars.str("REDIS_URL", "redis://127.0.0.1:6379"),
             redis_key_prefix: vars.str("REDIS_KEY_PREFIX", ""),
             amqp_url: vars.str("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
             amqp_prefix,
             amqp_queue_type: vars.parse("AMQP_QUEUE_TYPE", "quorum")?,
+            amqp_quorum_size: {
+                let n: u16 = vars.parse("AMQP_QUORUM_SIZE", "3")?;
+                if !(1..=99).contains(&n) {
+                    return Err(invalid("AMQP_QUORUM_SIZE", format!("{n}: expected 1-99 replicas")));
+                }
+                n
+            },
             api_addr: vars.parse("API_ADDR", "0.0.0.0:8000")?,
             mobile_pattern: {
                 let pattern = vars.str("MOBILE_PATTERN", r"^1[3-9]\d{9}$");
@@ -262,6 +288,9 @@ impl Settings {
             code_digest_key: SecretString::from(vars.str("CODE_DIGEST_KEY", DEV_CODE_DIGEST_KEY)),
             log_format: vars.parse("LOG_FORMAT", "text")?,
             app_env: vars.parse("APP_ENV", "development")?,
+            receipts: guard::receipts(&vars)?,
+            fraud: guard::fraud(&vars)?,
+            sms_test_numbers: guard::test_numbers(&vars)?,
         };
         if settings.app_env == AppEnv::Production {
             settings.refuse_dev_settings()?;
@@ -286,6 +315,12 @@ impl Settings {
             return Err(invalid(
                 "CODE_DIGEST_KEY",
                 format!("unset or the development key: {PRODUCTION_ONLY}; set a secret one"),
+            ));
+        }
+        if !self.sms_test_numbers.is_empty() {
+            return Err(invalid(
+                "SMS_TEST_NUMBERS",
+                format!("fixed codes let anyone who knows them register those numbers: {PRODUCTION_ONLY}"),
             ));
         }
         Ok(())
@@ -325,6 +360,13 @@ impl Settings {
         }
         if self.providers.iter().any(|p| p.name() == ProviderName::Log) {
             tracing::warn!("the log provider is configured: codes are written to the worker's log, not sent");
+        }
+        if !self.sms_test_numbers.is_empty() {
+            let mobiles: Vec<&str> = self.sms_test_numbers.iter().map(|n| n.mobile.as_str()).collect();
+            tracing::warn!(
+                mobiles = %mobiles.join(","),
+                "SMS_TEST_NUMBERS is set: these numbers get their fixed code and are never sent an SMS"
+            );
         }
     }
 
@@ -368,6 +410,14 @@ mod tests {
         assert!(matches!(s.providers.as_slice(), [ProviderSettings::Log(_)]));
         assert_eq!(s.default_country_code, 86);
         assert_eq!((s.provider_breaker_failures, s.provider_breaker_open), (5, Duration::from_secs(30)));
+        assert_eq!(s.database_migration_url, s.database_url);
+        assert!(s.database_prepared_statements);
+        assert_eq!(s.amqp_quorum_size, 3);
+        assert_eq!(s.fraud.allowed_countries, Countries::Codes(vec![86]));
+        assert_eq!((s.fraud.prefix_digits, s.fraud.min_sends, s.fraud.min_conversion), (7, 50, 0.05));
+        assert_eq!((s.fraud.window, s.fraud.block), (Duration::from_secs(3600), Duration::from_secs(3600)));
+        assert!(s.sms_test_numbers.is_empty());
+        assert!(s.receipts.base_url.is_none() && s.receipts.token.is_none() && s.receipts.twilio_auth_token.is_none());
         Ok(())
     }
 
@@ -382,10 +432,37 @@ mod tests {
             ("MOBILE_PATTERN", "(["),
             ("SMS_PROVIDER", "carrier-pigeon"),
             ("AMQP_PREFIX", "has space"),
+            ("AMQP_QUORUM_SIZE", "0"),
+            ("DATABASE_PREPARED_STATEMENTS", "sometimes"),
+            ("RECEIPT_BASE_URL", "ftp://example.com"),
+            ("SMS_ALLOWED_COUNTRIES", "china"),
+            ("FRAUD_PREFIX_DIGITS", "0"),
+            ("FRAUD_MIN_CONVERSION", "1.5"),
+            ("FRAUD_MIN_SENDS", "0"),
+            ("FRAUD_WINDOW_SECS", "0"),
+            ("SMS_TEST_NUMBERS", "13800138000"),
+            ("SMS_TEST_NUMBERS", "13800138000:12345"),
+            ("SMS_TEST_NUMBERS", "13800138000:123456,13800138000:654321"),
         ] {
             let err = with(&[(var, value)]).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.contains(var), "{var}={value} gave {err:?}");
         }
+    }
+
+    #[test]
+    fn test_numbers_and_the_migration_url_are_read() -> Result<(), ConfigError> {
+        let s = with(&[
+            ("SMS_TEST_NUMBERS", " 13800138000:123456 , +15005550006:000000"),
+            ("DATABASE_URL", "postgres://app@pgbouncer:6432/sms"),
+            ("DATABASE_MIGRATION_URL", "postgres://app@db:5432/sms"),
+            ("SMS_ALLOWED_COUNTRIES", "86,1"),
+        ])?;
+        let numbers: Vec<(&str, &str)> =
+            s.sms_test_numbers.iter().map(|n| (n.mobile.as_str(), n.code.as_str())).collect();
+        assert_eq!(numbers, [("13800138000", "123456"), ("+15005550006", "000000")]);
+        assert_eq!(s.database_migration_url, "postgres://app@db:5432/sms");
+        assert!(s.fraud.allowed_countries.serves(1) && !s.fraud.allowed_countries.serves(44));
+        Ok(())
     }
 
     #[test]
@@ -486,6 +563,7 @@ mod tests {
         for (pairs, var) in [
             (vec![("CODE_DIGEST_KEY", "")], "CODE_DIGEST_KEY"),
             (vec![("CODE_DIGEST_KEY", DEV_CODE_DIGEST_KEY)], "CODE_DIGEST_KEY"),
+            (vec![("SMS_TEST_NUMBERS", "13800138000:123456")], "SMS_TEST_NUMBERS"),
             (vec![("SMS_PROVIDERS", "ccp,log")], "SMS_PROVIDERS"),
             (vec![("SMS_PROVIDERS", ""), ("SMS_PROVIDER", "log")], "SMS_PROVIDER"),
             (vec![("SMS_PROVIDERS", "")], "SMS_PROVIDERS"),

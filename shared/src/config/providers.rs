@@ -42,7 +42,7 @@ impl Countries {
         }
     }
 
-    fn parse(var: &'static str, raw: &str) -> Result<Self, ConfigError> {
+    pub(super) fn parse(var: &'static str, raw: &str) -> Result<Self, ConfigError> {
         if raw.trim() == "*" {
             return Ok(Countries::Any);
         }

@@ -32,6 +32,10 @@ text_enum! {
         Expired = "expired",
         /// A newer code replaced this one before it could be sent.
         Superseded = "superseded",
+        /// The provider reported the message delivered to the handset.
+        Delivered = "delivered",
+        /// The provider reported that the carrier could not deliver it.
+        Undelivered = "undelivered",
     }
 }
 
