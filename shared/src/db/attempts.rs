@@ -23,42 +23,26 @@ pub struct NewCall {
     pub latency: Duration,
 }
 
-/// Inserts the calls of attempt `attempt` of delivery `delivery_id`, in order, in one
-/// statement.
-#[tracing::instrument(skip_all, fields(job_id = %delivery_id))]
-pub async fn insert(
-    db: impl PgExecutor<'_>,
-    delivery_id: Uuid,
-    attempt: i32,
-    calls: &[NewCall],
-) -> Result<(), sqlx::Error> {
-    if calls.is_empty() {
-        return Ok(());
+/// Provider calls as the column arrays that `unnest` turns back into rows: a batch of calls
+/// is written in one statement, whatever its size.
+pub(crate) struct Columns<'a> {
+    pub(crate) providers: Vec<&'a str>,
+    pub(crate) outcomes: Vec<&'a str>,
+    pub(crate) errors: Vec<Option<&'a str>>,
+    pub(crate) ids: Vec<Option<&'a str>>,
+    pub(crate) latencies: Vec<i32>,
+}
+
+impl<'a> Columns<'a> {
+    pub(crate) fn of(calls: &'a [NewCall]) -> Self {
+        Self {
+            providers: calls.iter().map(|c| c.provider).collect(),
+            outcomes: calls.iter().map(|c| c.outcome).collect(),
+            errors: calls.iter().map(|c| c.error.as_deref()).collect(),
+            ids: calls.iter().map(|c| c.provider_message_id.as_deref()).collect(),
+            latencies: calls.iter().map(|c| i32::try_from(c.latency.as_millis()).unwrap_or(i32::MAX)).collect(),
+        }
     }
-    let providers: Vec<&str> = calls.iter().map(|c| c.provider).collect();
-    let outcomes: Vec<&str> = calls.iter().map(|c| c.outcome).collect();
-    let errors: Vec<Option<&str>> = calls.iter().map(|c| c.error.as_deref()).collect();
-    let ids: Vec<Option<&str>> = calls.iter().map(|c| c.provider_message_id.as_deref()).collect();
-    let latencies: Vec<i32> = calls.iter().map(|c| i32::try_from(c.latency.as_millis()).unwrap_or(i32::MAX)).collect();
-    sqlx::query(
-        r#"
-        insert into sms_attempts (delivery_id, attempt, provider, outcome, error, provider_message_id, latency_ms)
-        select $1, $2, provider, outcome, error, provider_message_id, latency_ms
-        from unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::int[])
-            with ordinality as c (provider, outcome, error, provider_message_id, latency_ms, n)
-        order by n
-        "#,
-    )
-    .bind(delivery_id)
-    .bind(attempt)
-    .bind(providers)
-    .bind(outcomes)
-    .bind(errors)
-    .bind(ids)
-    .bind(latencies)
-    .execute(db)
-    .await?;
-    Ok(())
 }
 
 /// One recorded provider call.

@@ -188,10 +188,12 @@ pub struct AttemptOutcome {
     pub last_error: Option<String>,
 }
 
-/// Records the outcome of attempt `attempt` and its provider calls, in one transaction.
-/// Must be committed before the job is acked. The status is written only if the row is still
-/// this attempt's (`sending`, `attempts` = `attempt`): a handler that was taken over, or a row
-/// that smsctl changed, does not overwrite it. Returns whether it was.
+/// Records the outcome of attempt `attempt` and its provider calls, in one statement (one
+/// round trip, atomic like a transaction: PostgreSQL runs a statement's data-modifying CTEs
+/// together or not at all). Must be committed before the job is acked. The status is written
+/// only if the row is still this attempt's (`sending`, `attempts` = `attempt`): a handler that
+/// was taken over, or a row that smsctl changed, does not overwrite it. Returns whether it
+/// was.
 #[tracing::instrument(skip_all, fields(job_id = %id, status = outcome.status.as_str()))]
 pub async fn finish_attempt(
     db: &PgPool,
@@ -200,17 +202,28 @@ pub async fn finish_attempt(
     outcome: &AttemptOutcome,
     calls: &[NewCall],
 ) -> Result<bool, sqlx::Error> {
-    let mut tx = db.begin().await?;
-    let updated = sqlx::query(
+    let calls = attempts::Columns::of(calls);
+    // The calls were made whoever owns the row now: they are recorded either way.
+    let updated: bool = sqlx::query_scalar(
         r#"
-        update sms_deliveries
-        set status = $2,
-            provider_message_id = coalesce($3, provider_message_id),
-            last_error = $4,
-            provider = coalesce($5, provider),
-            sent_at = case when $2 = 'sent' then now() else sent_at end,
-            updated_at = now()
-        where id = $1 and status = 'sending' and attempts = $6
+        with updated as (
+            update sms_deliveries
+            set status = $2,
+                provider_message_id = coalesce($3, provider_message_id),
+                last_error = $4,
+                provider = coalesce($5, provider),
+                sent_at = case when $2 = 'sent' then now() else sent_at end,
+                updated_at = now()
+            where id = $1 and status = 'sending' and attempts = $6
+            returning 1
+        ), calls as (
+            insert into sms_attempts (delivery_id, attempt, provider, outcome, error, provider_message_id, latency_ms)
+            select $1, $6, provider, outcome, error, provider_message_id, latency_ms
+            from unnest($7::text[], $8::text[], $9::text[], $10::text[], $11::int[])
+                with ordinality as c (provider, outcome, error, provider_message_id, latency_ms, n)
+            order by n
+        )
+        select exists (select 1 from updated)
         "#,
     )
     .bind(id)
@@ -219,12 +232,14 @@ pub async fn finish_attempt(
     .bind(outcome.last_error.as_deref())
     .bind(outcome.provider.map(ProviderName::as_str))
     .bind(attempt)
-    .execute(&mut *tx)
+    .bind(calls.providers)
+    .bind(calls.outcomes)
+    .bind(calls.errors)
+    .bind(calls.ids)
+    .bind(calls.latencies)
+    .fetch_one(db)
     .await?;
-    // The calls were made whoever owns the row now: they are recorded either way.
-    attempts::insert(&mut *tx, id, attempt, calls).await?;
-    tx.commit().await?;
-    Ok(updated.rows_affected() == 1)
+    Ok(updated)
 }
 
 /// Which deliveries to list.
