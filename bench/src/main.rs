@@ -31,6 +31,7 @@ use shared::domain::{ImageCodeId, Mobile};
 use tests::ccp_fake::CcpFake;
 
 mod bare_e2e;
+mod client;
 
 type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -346,31 +347,29 @@ async fn orchestrate(args: Args) -> Result {
     pipeline_db.close().await;
     let api_addr = free_addr()?;
     let api = spawn_self("serve-api", &vars, &[("API_ADDR", api_addr.to_string())])?;
-    let client = reqwest::Client::builder().pool_max_idle_per_host(args.concurrency).build()?;
+    let client = reqwest::Client::new();
     let base = format!("http://{api_addr}");
     wait_http(&client, &format!("{base}/readyz")).await?;
-    let post = |client: reqwest::Client, url: String, phase: usize| {
+    let pool = Arc::new(client::Pool::new(api_addr));
+    let post = |pool: Arc<client::Pool>, phase: usize| {
         move |i: usize| {
-            let (client, url) = (client.clone(), url.clone());
+            let pool = pool.clone();
             async move {
-                let body = serde_json::json!({
-                    "mobile": mobile(phase, i), "image_code": "abcd", "image_code_id": format!("bench{phase}_{i}")
-                });
-                match client.post(&url).json(&body).send().await {
-                    Ok(r) => r.json::<serde_json::Value>().await.ok().and_then(|v| v["errno"].as_i64()).unwrap_or(-1),
-                    Err(_) => -1,
-                }
+                let body = format!(
+                    r#"{{"mobile":"{}","image_code":"abcd","image_code_id":"bench{phase}_{i}"}}"#,
+                    mobile(phase, i)
+                );
+                pool.post_json("/passport/sms_code", body).await
             }
         }
     };
-    let url = format!("{base}/passport/sms_code");
     seed_captchas(&mut redis, &prefix, 3, n).await?;
-    let alone = closed_loop(n, args.concurrency, post(client.clone(), url.clone(), 3)).await;
+    let alone = closed_loop(n, args.concurrency, post(pool.clone(), 3)).await;
     println!("{}", alone.line("3. api alone, closed loop"));
 
     // 4. Half of the api's throughput, open loop, still without workers.
     seed_captchas(&mut redis, &prefix, 4, n / 2).await?;
-    let half = open_loop(n / 2, alone.rate / 2.0, post(client.clone(), url.clone(), 4)).await;
+    let half = open_loop(n / 2, alone.rate / 2.0, post(pool.clone(), 4)).await;
     println!("{}", half.line("4. api at half that rate, open loop"));
     let mut workers = Vec::new();
     let started = Instant::now();
@@ -387,7 +386,7 @@ async fn orchestrate(args: Args) -> Result {
 
     seed_captchas(&mut redis, &prefix, 5, n).await?;
     let load_started = Instant::now();
-    let loaded = closed_loop(n, args.concurrency, post(client.clone(), url.clone(), 5)).await;
+    let loaded = closed_loop(n, args.concurrency, post(pool.clone(), 5)).await;
     println!("{}", loaded.line("   api while workers deliver"));
     let done = drained(&fake, 4 * n + n / 2, Duration::from_secs(600)).await?;
     let e2e = n as f64 / (done - load_started).as_secs_f64();
