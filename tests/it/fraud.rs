@@ -2,6 +2,8 @@
 //! it (and only it) on every replica, smsctl lists and lifts the block, used codes keep a
 //! prefix open; allowed countries; test numbers.
 
+use std::time::Duration;
+
 use clap::Parser;
 use futures_util::StreamExt;
 use redis::AsyncCommands;
@@ -200,6 +202,26 @@ async fn a_prefix_whose_codes_are_used_is_not_blocked() -> TestResult {
     assert_eq!(report["blocked"], json!([]), "{report}");
     let counts = watched(&report, &prefix).ok_or("the prefix is not watched")?;
     assert_eq!((counts["sends"].as_u64(), counts["verified"].as_u64()), (Some(60), Some(3)), "{report}");
+    app.cleanup().await
+}
+
+#[tokio::test]
+async fn sends_older_than_the_window_no_longer_count() -> TestResult {
+    let app = TestApp::start(&[HIGH_IP_LIMIT, ("FRAUD_WINDOW_SECS", "2"), ("FRAUD_MIN_SENDS", "5")]).await?;
+    let (national, prefix) = random_prefix();
+    // Ten sends, one every 600 ms: never five within two seconds, so never a block, as long as
+    // the old ones leave the window (the window hash is touched too often to expire instead).
+    // The pacing is the traffic under test, not a wait for an effect.
+    let mut pace = tokio::time::interval(Duration::from_millis(600));
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for i in 0..10 {
+        pace.tick().await;
+        let answer = request(&app, &format!("{national}{i:04}")).await?;
+        assert_eq!((answer.status, answer.errno), (200, 0), "send {i}");
+    }
+    let report = fraud_report(&app).await?;
+    assert_eq!(report["blocked"], json!([]), "{report}");
+    assert!(watched(&report, &prefix).and_then(|w| w["sends"].as_u64()).is_some_and(|n| n <= 4), "{report}");
     app.cleanup().await
 }
 
