@@ -74,7 +74,8 @@ pub async fn run(cli: Cli, settings: &Settings, out: &mut impl Write) -> Result<
             )?;
             Ok(summary.failed == 0)
         }
-        Command::Fraud { .. } => Ok(true),
+        // Run above without connecting to PostgreSQL; the same call here keeps the match whole.
+        Command::Fraud { action, limit, json } => fraud::run(settings, action, limit, json, out).await,
         Command::Replay { ids, status, since, mobile, dry_run, stale: None } => {
             let candidates = if ids.is_empty() {
                 let filter = deliveries::Filter { status, mobile: mobile.as_deref(), since: Some(since), limit: None };
