@@ -48,6 +48,8 @@ async fn create(state: &AppState, r: Registration) -> Result<(), ApiError> {
     match hash_and_insert(state, &r.mobile, r.password).await {
         Ok(()) => {
             tracing::info!(mobile = %r.mobile.masked(), "user registered");
+            // The fraud guard's other half: a code that was used.
+            state.codes.count_verified(&r.mobile).await;
             Ok(())
         }
         // The code did its job: the mobile is registered (by a concurrent request, or before).

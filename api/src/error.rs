@@ -45,6 +45,8 @@ pub enum Limit {
     CaptchaRenders,
     /// `REGISTER_HOURLY_FAILURES_PER_IP`: wrong SMS codes from one client IP.
     RegisterFailuresPerIp,
+    /// The fraud guard blocked the mobile's number prefix (`FRAUD_BLOCK_SECS`).
+    FraudBlock,
 }
 
 /// A failed `/passport` request.
@@ -66,6 +68,10 @@ pub enum ApiError {
     /// The mobile does not match `MOBILE_PATTERN`.
     #[error("bad mobile")]
     BadMobile,
+    /// The mobile's calling code is not in `SMS_ALLOWED_COUNTRIES` (or has none): to the
+    /// client, a bad mobile.
+    #[error("mobile outside SMS_ALLOWED_COUNTRIES")]
+    CountryNotAllowed,
     /// No captcha under that id (expired, used, or never issued).
     #[error("image code expired")]
     ImageCodeExpired,
@@ -163,7 +169,7 @@ impl ApiError {
             MalformedBody(_) | BodyTooLarge => (Errno::ParamErr, StatusCode::BAD_REQUEST, "参数错误"),
             MissingParams => (Errno::ParamErr, StatusCode::OK, "参数不全"),
             InvalidParam(msg) => (Errno::ParamErr, StatusCode::OK, msg),
-            BadMobile => (Errno::DataErr, StatusCode::OK, "手机号不正确"),
+            BadMobile | CountryNotAllowed => (Errno::DataErr, StatusCode::OK, "手机号不正确"),
             ImageCodeExpired => (Errno::NoData, StatusCode::OK, "验证码已过期"),
             ImageCodeWrong => (Errno::DataErr, StatusCode::OK, "验证码输入错误"),
             RateLimited { limit, .. } => (
@@ -175,6 +181,7 @@ impl ApiError {
                     Limit::HourlyPerIp | Limit::ImageCodesPerIp => "请求次数过多，请稍后再试",
                     Limit::CaptchaRenders => "系统繁忙，请稍后再试",
                     Limit::RegisterFailuresPerIp => "验证码错误次数过多，请稍后再试",
+                    Limit::FraudBlock => "该号段暂时无法接收验证码，请稍后再试",
                 },
             ),
             SmsCodeExpired => (Errno::NoData, StatusCode::OK, "短信验证码已过期"),

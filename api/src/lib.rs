@@ -34,7 +34,7 @@ use tower_http::{
     trace::TraceLayer,
 };
 
-pub use codes::{Attempt, CodeStore};
+pub use codes::{Admission, Attempt, CodeStore, Guard};
 pub use error::{ApiError, Reply};
 pub use extract::MAX_BODY_BYTES;
 pub use shared::StartError;

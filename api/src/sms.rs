@@ -12,7 +12,7 @@ use shared::{
 };
 
 use crate::{
-    codes::Attempt,
+    codes::{Attempt, Guard},
     error::{ApiError, ResultExt},
     state::AppState,
 };
@@ -21,6 +21,8 @@ use crate::{
 pub struct CodeRequest {
     /// Who the code is for.
     pub mobile: Mobile,
+    /// How the fraud guard treats the mobile.
+    pub guard: Guard,
     /// Which captcha.
     pub image_code_id: ImageCodeId,
     /// What the user typed.
@@ -38,8 +40,8 @@ pub async fn request_code_detached(state: &AppState, request: CodeRequest) -> Re
     state
         .detached
         .run(async move {
-            let CodeRequest { mobile, image_code_id, typed, ip, request_id } = request;
-            let attempt = Attempt { mobile: &mobile, image_code_id: &image_code_id, typed: &typed, ip };
+            let CodeRequest { mobile, guard, image_code_id, typed, ip, request_id } = request;
+            let attempt = Attempt { mobile: &mobile, image_code_id: &image_code_id, typed: &typed, ip, guard: &guard };
             request_code(&task_state, &attempt, request_id).await
         })
         .await
@@ -59,22 +61,30 @@ impl From<ApiError> for SendFailure {
 }
 
 /// Steps 3–10: consume the captcha and take the rate limits, then check, store and queue.
-/// A failure after the limits were taken gives them back.
+/// A failure after the limits were taken gives them back, the fraud guard's send count too:
+/// only a queued job counts as a send.
 pub async fn request_code(state: &AppState, attempt: &Attempt<'_>, request_id: Option<String>) -> Result<(), ApiError> {
-    // 3–5. GETDEL the captcha, compare, take the rate limits: one atomic round trip.
-    state.codes.check_captcha_and_limits(attempt).await?;
+    // 3–5. Refuse a blocked prefix, GETDEL the captcha, compare, take the rate limits, count
+    //      the send: one atomic round trip.
+    let admission = state.codes.check_captcha_and_limits(attempt).await?;
 
-    match send_code(state, attempt.mobile, request_id).await {
+    match send_code(state, attempt.mobile, attempt.guard, request_id).await {
         Ok(()) => Ok(()),
         Err(SendFailure { error, stored }) => {
-            state.codes.give_back(attempt.mobile, stored.as_ref()).await;
+            state.codes.give_back(attempt, &admission, stored.as_ref()).await;
             Err(error)
         }
     }
 }
 
-/// Steps 6–9.
-async fn send_code(state: &AppState, mobile: &Mobile, request_id: Option<String>) -> Result<(), SendFailure> {
+/// Steps 6–9. A test number gets its fixed code stored and no job: the captcha, the limits
+/// and the registered check are the same as for anyone, so the flow it tests is the real one.
+async fn send_code(
+    state: &AppState,
+    mobile: &Mobile,
+    guard: &Guard,
+    request_id: Option<String>,
+) -> Result<(), SendFailure> {
     // 6. not registered yet
     let exists = db::within(state.settings.dependency_timeout, users::exists(&state.db, mobile))
         .await
@@ -83,11 +93,19 @@ async fn send_code(state: &AppState, mobile: &Mobile, request_id: Option<String>
         return Err(ApiError::MobileTaken.into());
     }
 
-    // 7. a fresh code from a CSPRNG
-    let code = SmsCode::generate();
+    // 7. a fresh code from a CSPRNG, or a test number's fixed one
+    let code = match guard {
+        Guard::TestNumber(fixed) => fixed.clone(),
+        Guard::Prefix(_) => SmsCode::generate(),
+    };
 
     // 8. store it (and reset the wrong-try counter of the previous code) in one round trip
     state.codes.store_code(mobile, &code).await?;
+
+    if let Guard::TestNumber(_) = guard {
+        tracing::info!(mobile = %mobile.masked(), "test number (SMS_TEST_NUMBERS): fixed code stored, no SMS sent");
+        return Ok(());
+    }
 
     // 9. queue the send job (it carries the code's digest, never the code) and wait for the
     //    broker's confirm

@@ -77,22 +77,31 @@ impl Recipient {
     /// national number of `default_country_code` (`DEFAULT_COUNTRY_CODE`). Numbers that are
     /// not valid for their country (libphonenumber's metadata) are refused.
     pub fn parse(mobile: &Mobile, default_country_code: u16) -> Result<Self, DomainError> {
-        use phonenumber::{country, metadata::DATABASE};
-        let raw = mobile.as_str();
-        let parsed = if raw.starts_with('+') {
-            phonenumber::parse(None, raw)
-        } else {
-            let region = DATABASE
-                .region(&default_country_code)
-                .and_then(|regions| regions.first().and_then(|r| r.parse::<country::Id>().ok()))
-                .ok_or(DomainError::PhoneNumber)?;
-            phonenumber::parse(Some(region), raw)
-        };
-        let number = parsed.map_err(|_| DomainError::PhoneNumber)?;
+        let number = parse_number(mobile, default_country_code)?;
         if !phonenumber::is_valid(&number) {
             return Err(DomainError::PhoneNumber);
         }
         Ok(Self { country_code: number.code().value(), national: number.national().to_string() })
+    }
+
+    /// Where `mobile` is, by the same parsing as [`parse`](Self::parse) but without
+    /// libphonenumber's validity check: the api judges the country and the number range, the
+    /// worker and the provider judge the number. A national number that does not parse at all
+    /// counts as `default_country_code` with its digits as given; a `+` number whose calling
+    /// code is unknown has no country, and is refused.
+    pub fn locate(mobile: &Mobile, default_country_code: u16) -> Result<Self, DomainError> {
+        match parse_number(mobile, default_country_code) {
+            Ok(number) => Ok(Self { country_code: number.code().value(), national: number.national().to_string() }),
+            Err(e) if mobile.as_str().starts_with('+') => Err(e),
+            Err(_) => Ok(Self { country_code: default_country_code, national: mobile.as_str().to_owned() }),
+        }
+    }
+
+    /// The number range the fraud guard counts this number under: `+`, the calling code and
+    /// the first `digits` national digits (`+861381234`).
+    pub fn prefix(&self, digits: u8) -> String {
+        let end = self.national.len().min(usize::from(digits));
+        format!("+{}{}", self.country_code, &self.national[..end])
     }
 
     /// The calling code (`86`).
@@ -115,6 +124,23 @@ impl Recipient {
     pub fn national_in(&self, home: u16) -> String {
         if self.country_code == home { self.national.clone() } else { self.e164() }
     }
+}
+
+/// `mobile` parsed by libphonenumber: `+` numbers carry their country, others are national
+/// numbers of `default_country_code`.
+fn parse_number(mobile: &Mobile, default_country_code: u16) -> Result<phonenumber::PhoneNumber, DomainError> {
+    use phonenumber::{country, metadata::DATABASE};
+    let raw = mobile.as_str();
+    let parsed = if raw.starts_with('+') {
+        phonenumber::parse(None, raw)
+    } else {
+        let region = DATABASE
+            .region(&default_country_code)
+            .and_then(|regions| regions.first().and_then(|r| r.parse::<country::Id>().ok()))
+            .ok_or(DomainError::PhoneNumber)?;
+        phonenumber::parse(Some(region), raw)
+    };
+    parsed.map_err(|_| DomainError::PhoneNumber)
 }
 
 impl fmt::Debug for Recipient {
@@ -221,6 +247,20 @@ mod tests {
         for bad in ["12345", "+8612345", "+999123456789"] {
             assert_eq!(Recipient::parse(&Mobile::from_stored(bad), 86), Err(DomainError::PhoneNumber), "{bad}");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn numbers_are_located_without_judging_them_and_ranged_by_prefix() -> Result<(), DomainError> {
+        let cn = Recipient::locate(&Mobile::from_stored("13812345678"), 86)?;
+        assert_eq!(cn.prefix(7), "+861381234");
+        assert_eq!(cn.prefix(15), "+8613812345678");
+        let us = Recipient::locate(&Mobile::from_stored("+14155552671"), 86)?;
+        assert_eq!((us.country_code(), us.prefix(3).as_str()), (1, "+1415"));
+        // Not a valid Chinese number, but national: counted in the default country.
+        let odd = Recipient::locate(&Mobile::from_stored("14012345678"), 86)?;
+        assert_eq!(odd.country_code(), 86);
+        assert!(Recipient::locate(&Mobile::from_stored("+999123456789"), 86).is_err());
         Ok(())
     }
 

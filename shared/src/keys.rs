@@ -72,6 +72,32 @@ impl Keys {
         self.per_ip_hour("RegisterFailIp", ip, now)
     }
 
+    /// `FraudWindow_<prefix>`: a hash of the fraud guard's counts for one number prefix
+    /// (`+861381234`): per time bucket `s<bucket>` (codes sent) and `v<bucket>` (codes
+    /// verified), their totals over the window `s` and `v`, and `p`, the oldest bucket that
+    /// may still hold counts. Expires one window after its last count.
+    pub fn fraud_window(&self, prefix: &str) -> String {
+        format!("{}FraudWindow_{prefix}", self.prefix)
+    }
+
+    /// `FraudBlock_<prefix>`: present while a number prefix is blocked; its TTL is what is
+    /// left of the block, its value `<sends> <verified>` when it was set.
+    pub fn fraud_block(&self, prefix: &str) -> String {
+        format!("{}FraudBlock_{prefix}", self.prefix)
+    }
+
+    /// `FraudWatched`: a sorted set of the number prefixes with counts, scored by the time of
+    /// their last count (ms): what `smsctl fraud` lists, without `KEYS`.
+    pub fn fraud_watched(&self) -> String {
+        format!("{}FraudWatched", self.prefix)
+    }
+
+    /// `FraudBlocked`: a sorted set of the blocked number prefixes, scored by the end of their
+    /// block (ms).
+    pub fn fraud_blocked(&self) -> String {
+        format!("{}FraudBlocked", self.prefix)
+    }
+
     /// `<name>_<ip bucket>_<yyyymmddhh>`: the one shape of every per-IP hourly counter.
     fn per_ip_hour(&self, name: &str, ip: IpAddr, now: DateTime<Utc>) -> String {
         let hour = now.with_timezone(&BEIJING).format("%Y%m%d%H");

@@ -4,6 +4,7 @@
 //! - [`errno`]: the errno table of the JSON contract (numbers and messages).
 //! - [`keys`]: Redis key builders (`ImageCode_<id>`, `SMS_<mobile>`, rate-limit keys).
 //! - [`domain`]: newtypes made by `parse()` (mobile, image-code id, SMS code).
+//! - [`fraud`]: the fraud guard's per-prefix window in Redis (its Lua, listing, unblocking).
 //! - [`names`]: the text form of configuration and column enums.
 //! - [`cache`]: the Redis connection manager.
 //! - [`db`]: the PostgreSQL pool and migrations, and the stores (`users`, `deliveries`)
@@ -17,6 +18,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod errno;
+pub mod fraud;
 pub mod health;
 pub mod keys;
 pub mod names;

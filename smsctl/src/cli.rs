@@ -6,10 +6,11 @@ use clap::{Parser, Subcommand};
 use shared::db::deliveries::DeliveryStatus;
 use uuid::Uuid;
 
-/// smsctl: list, count and replay SMS deliveries (the `sms_deliveries` table).
+/// smsctl: list, count and replay SMS deliveries (the `sms_deliveries` table); see and lift
+/// the fraud guard's blocks.
 ///
 /// Reads the same environment as api and worker (DATABASE_URL, REDIS_URL, AMQP_URL,
-/// AMQP_PREFIX, REDIS_KEY_PREFIX, CODE_DIGEST_KEY).
+/// AMQP_PREFIX, REDIS_KEY_PREFIX, CODE_DIGEST_KEY, FRAUD_*).
 ///
 /// Provider outage drill: `smsctl stats --since 1h` shows the failed count; `smsctl
 /// deliveries --status failed --since 1h` shows why (last_error); once the provider is back,
@@ -85,6 +86,24 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The fraud guard: blocked number prefixes (time left) and the watched ones (sends,
+    /// verified and conversion over FRAUD_WINDOW_SECS), most sends first.
+    ///
+    /// When a block fires: look at the prefix here and at the provider's bill for that range.
+    /// Pumping (many sends, nothing verified) is best left blocked; it lifts by itself after
+    /// FRAUD_BLOCK_SECS. A real user base (a campaign, a region whose SMS arrive late) is
+    /// unblocked with `smsctl fraud unblock PREFIX`.
+    Fraud {
+        /// What to do; without one, list.
+        #[command(subcommand)]
+        action: Option<FraudAction>,
+        /// At most this many watched prefixes (every blocked one is listed).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// Count deliveries by status over a window.
     Stats {
         /// The window, e.g. 1h, 24h, 7d.
@@ -94,6 +113,29 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// What `smsctl fraud` does besides listing.
+#[derive(Debug, Subcommand)]
+pub enum FraudAction {
+    /// Lift the block of PREFIX and reset its window counts (so that the next request does
+    /// not block it again at once). Exits 1 when PREFIX was not blocked.
+    Unblock {
+        /// The prefix as `smsctl fraud` lists it: `+`, calling code, first national digits
+        /// (`+861381234`; the `+` may be left out).
+        #[arg(value_parser = prefix)]
+        prefix: String,
+    },
+}
+
+/// A number prefix, `+` and 2-18 digits; the `+` is added when missing.
+fn prefix(raw: &str) -> Result<String, String> {
+    let digits = raw.trim().trim_start_matches('+');
+    if (2..=18).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(format!("+{digits}"))
+    } else {
+        Err(format!("{raw:?} is not a prefix: expected + and digits, as `smsctl fraud` lists them"))
+    }
 }
 
 /// A window back from now, `--since` (`30m`, `1h`, `7d`). One that reaches back before the
@@ -135,5 +177,14 @@ mod tests {
             assert!(err.contains("--since") && err.contains("earliest time PostgreSQL stores"), "{args:?}: {err}");
         }
         assert!(Cli::try_parse_from(["smsctl", "deliveries", "--limit", "-1"]).is_err());
+    }
+
+    #[test]
+    fn a_prefix_to_unblock_is_digits_with_or_without_its_plus() {
+        assert_eq!(prefix("+861381234"), Ok("+861381234".to_owned()));
+        assert_eq!(prefix("861381234"), Ok("+861381234".to_owned()));
+        for bad in ["", "+", "+8", "86-138", "abc", "+8613812345678901234"] {
+            assert!(prefix(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -11,6 +11,9 @@ pub enum CtlError {
     /// A query failed.
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// A Redis command failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
     /// Could not write the output.
     #[error("output: {0}")]
     Io(#[from] std::io::Error),

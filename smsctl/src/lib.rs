@@ -3,18 +3,20 @@
 //!
 //! - [`Cli`] (`cli.rs`): the subcommands and flags.
 //! - `replay.rs`: replaying a failed delivery at most once.
+//! - `fraud.rs`: the fraud guard's blocked and watched prefixes (Redis only).
 //! - `print.rs`: tables and JSON lines.
 //!
 //! Every statement it runs is in `shared::db::deliveries`.
 
 mod cli;
 mod error;
+mod fraud;
 mod print;
 mod replay;
 
 use std::io::Write;
 
-pub use cli::{Cli, Command};
+pub use cli::{Cli, Command, FraudAction};
 pub use error::CtlError;
 use replay::{Replayer, Summary};
 use shared::{
@@ -27,6 +29,10 @@ const DB_POOL_SIZE: u32 = 2;
 
 /// Runs `cli`, writing to `out`. `Ok(false)` when something failed (exit status 1).
 pub async fn run(cli: Cli, settings: &Settings, out: &mut impl Write) -> Result<bool, CtlError> {
+    // The fraud guard lives in Redis only: no database needed.
+    if let Command::Fraud { action, limit, json } = cli.command {
+        return fraud::run(settings, action, limit, json, out).await;
+    }
     let db = db::connect(settings, DB_POOL_SIZE).await.map_err(StartError::from)?;
     match cli.command {
         Command::Deliveries { id: Some(id), json, .. } => {
@@ -68,6 +74,8 @@ pub async fn run(cli: Cli, settings: &Settings, out: &mut impl Write) -> Result<
             )?;
             Ok(summary.failed == 0)
         }
+        // Run above without connecting to PostgreSQL; the same call here keeps the match whole.
+        Command::Fraud { action, limit, json } => fraud::run(settings, action, limit, json, out).await,
         Command::Replay { ids, status, since, mobile, dry_run, stale: None } => {
             let candidates = if ids.is_empty() {
                 let filter = deliveries::Filter { status, mobile: mobile.as_deref(), since: Some(since), limit: None };

@@ -5,6 +5,7 @@ mod cancellation;
 mod compose;
 mod failover;
 mod faults;
+mod fraud;
 mod image_code;
 mod ops;
 mod provider_aliyun;

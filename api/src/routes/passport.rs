@@ -15,6 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::{
     account::{self, Registration},
     captcha,
+    codes::Guard,
     error::{ApiError, Reply},
     extract::{ClientIp, JsonBody, required},
     sms::{self, CodeRequest},
@@ -111,9 +112,9 @@ pub struct SmsCodeRequest {
     tag = "passport",
     request_body = SmsCodeRequest,
     responses(
-        (status = 200, description = "errno 0 发送成功 once the send job is confirmed by the broker; or 4103, 4004, 4002, 4003, 4001, 4301", body = Reply),
+        (status = 200, description = "errno 0 发送成功 once the send job is confirmed by the broker (for a test number of `SMS_TEST_NUMBERS`: once its fixed code is stored; no SMS is sent); or 4103, 4004 (also: a number outside `SMS_ALLOWED_COUNTRIES`), 4002, 4003, 4001, 4301", body = Reply),
         (status = 400, description = "errno 4103: the `Content-Type` is not `application/json`, or the body is not a JSON object or is larger than 16 KiB", body = Reply),
-        (status = 429, description = "errno 4201: resend cooldown, daily cap per mobile or hourly cap per IP",
+        (status = 429, description = "errno 4201: resend cooldown, daily cap per mobile, hourly cap per IP, or the number's prefix is blocked by the fraud guard (the captcha is kept)",
             body = Reply, headers(("Retry-After" = u64, description = "Seconds until the limit lets a request through"))),
     )
 )]
@@ -132,11 +133,13 @@ pub async fn sms_code(
     };
     // 2. mobile format
     let mobile = Mobile::parse(mobile, &state.settings.mobile_pattern).map_err(|_| ApiError::BadMobile)?;
+    // 2. (cont.) its country is one we send to; test numbers are exempt
+    let guard = Guard::of(&state.settings, &mobile)?;
     // No captcha can exist under an id that is not of the issued form.
     let image_code_id = ImageCodeId::parse(image_code_id).map_err(|_| ApiError::ImageCodeExpired)?;
 
     let request_id = request_id.and_then(|Extension(id)| id.header_value().to_str().ok().map(str::to_owned));
-    let request = CodeRequest { mobile, image_code_id, typed: image_code.to_owned(), ip, request_id };
+    let request = CodeRequest { mobile, guard, image_code_id, typed: image_code.to_owned(), ip, request_id };
     sms::request_code_detached(&state, request).await?;
     Ok(Reply::ok("发送成功"))
 }

@@ -370,6 +370,11 @@ impl Settings {
         }
     }
 
+    /// The fixed code of `mobile` if it is one of `SMS_TEST_NUMBERS`.
+    pub fn test_code(&self, mobile: &str) -> Option<&str> {
+        self.sms_test_numbers.iter().find(|n| n.mobile == mobile).map(|n| n.code.as_str())
+    }
+
     /// The template the send jobs name: that of the first provider of `SMS_PROVIDERS`
     /// (`CCP_TEMPLATE_ID` for ccp, `1` for log). Each provider sends its own template; this is
     /// what `sms_deliveries.template_id` records.
