@@ -48,6 +48,7 @@ async fn create(state: &AppState, r: Registration) -> Result<(), ApiError> {
     match hash_and_insert(state, &r.mobile, r.password).await {
         Ok(()) => {
             tracing::info!(mobile = %r.mobile.masked(), "user registered");
+            crate::conversion::mark_verified(state, &r.mobile, &r.sms_code).await;
             Ok(())
         }
         // The code did its job: the mobile is registered (by a concurrent request, or before).
