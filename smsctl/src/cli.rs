@@ -85,10 +85,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Count deliveries by status over a window.
+    /// Count deliveries by status over a window, and the funnel sent → delivered → verified
+    /// per provider and per country (calling code) from the providers' delivery reports and
+    /// the registers that used a code.
     Stats {
         /// The window, e.g. 1h, 24h, 7d.
-        #[arg(long, value_parser = window, default_value = "24h")]
+        #[arg(long, value_parser = window, default_value = "1h")]
         since: Duration,
         /// JSON instead of a table.
         #[arg(long)]
