@@ -138,7 +138,16 @@ pub fn providers(out: &mut impl Write, rows: &[ProviderStats], since: Duration, 
     writeln!(
         out,
         "{:<8}  {:>6}  {:>6}  {:>9}  {:>8}  {:>9}  {:>14}  {:>10}  {:>7}  {:>7}",
-        "provider", "calls", "sent", "transient", "provider", "recipient", "number_limited", "delivered%", "p50 ms", "p95 ms"
+        "provider",
+        "calls",
+        "sent",
+        "transient",
+        "provider",
+        "recipient",
+        "number_limited",
+        "delivered%",
+        "p50 ms",
+        "p95 ms"
     )?;
     for r in rows {
         writeln!(
