@@ -94,12 +94,16 @@ pub async fn receive(state: &AppState, incoming: Incoming) -> Result<Response, R
     let Some(auth) = Auth::of(provider, config) else {
         return Err(ReceiptError::NotFound);
     };
+    // The token is checked before a byte of the body is read; Twilio signs the body, so its
+    // check comes after.
+    if let Auth::Token(expected) = auth
+        && !token_matches(incoming.query.as_deref(), expected)
+    {
+        return Err(forbidden(provider));
+    }
     let body = axum::body::to_bytes(incoming.body, MAX_RECEIPT_BODY_BYTES).await.map_err(|_| ReceiptError::TooLarge)?;
     let push = match auth {
-        Auth::Token(expected) => {
-            if !token_matches(incoming.query.as_deref(), expected) {
-                return Err(forbidden(provider));
-            }
+        Auth::Token(_) => {
             let content_type = incoming.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
             format::parse(provider, content_type, &body).map_err(|e| malformed(provider, e))?
         }

@@ -32,7 +32,8 @@ pub enum Command {
         /// Only this delivery, with its provider calls (sms_attempts).
         #[arg(long, conflicts_with_all = ["status", "mobile", "since"])]
         id: Option<Uuid>,
-        /// Only this status: sending, sent, retrying, failed, expired or superseded.
+        /// Only this status: sending, sent, retrying, failed, expired, superseded, delivered or
+        /// undelivered.
         #[arg(long, value_parser = DeliveryStatus::from_str)]
         status: Option<DeliveryStatus>,
         /// Only this mobile.
