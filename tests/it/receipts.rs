@@ -93,8 +93,13 @@ async fn post(app: &TestApp, url: &str, content_type: &str, body: String) -> Tes
 
 /// The value of the counter `smscode_api_receipts_total` for `provider` and `status`.
 async fn receipts_counted(app: &TestApp, provider: &str, status: &str) -> TestResult<f64> {
+    metric(app, &format!(r#"smscode_api_receipts_total{{provider="{provider}",status="{status}"}}"#)).await
+}
+
+/// The value of the series `series` (name and labels as exposed) on `/metrics`; 0 when absent.
+async fn metric(app: &TestApp, series: &str) -> TestResult<f64> {
     let text = app.http.get(format!("{}/metrics", app.base)).send().await?.text().await?;
-    let wanted = format!(r#"smscode_api_receipts_total{{provider="{provider}",status="{status}"}} "#);
+    let wanted = format!("{series} ");
     Ok(text.lines().find_map(|l| l.strip_prefix(&wanted)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0))
 }
 
@@ -141,6 +146,8 @@ async fn ccp_reports_mark_deliveries_delivered_or_undelivered() -> TestResult {
     }
     assert_eq!(receipts_counted(&app, "ccp", "delivered").await?, 1.0);
     assert_eq!(receipts_counted(&app, "ccp", "undelivered").await?, 1.0);
+    let timed = r#"smscode_api_receipt_delivery_seconds_count{provider="ccp"}"#;
+    assert_eq!(metric(&app, timed).await?, 1.0, "the delivered one is timed");
     app.cleanup().await
 }
 
@@ -271,9 +278,16 @@ async fn reports_need_the_token_and_are_idempotent_and_the_first_final_one_wins(
     assert_eq!(row_status(&app, &mobile).await?, "sent", "a refused report records nothing");
     assert_eq!(receipts_counted(&app, "ccp", "forbidden").await?, 5.0);
 
-    let (status, body) = post(&app, &receipt_url(&app, "ccp"), "application/xml", delivered.clone()).await?;
-    assert_eq!((status, body.as_str()), (200, providers::ccp::RECEIPT_ANSWER_XML));
+    // Eight copies at once (a provider retrying while the first is in flight): one wins.
+    let url = receipt_url(&app, "ccp");
+    let copies = (0..8).map(|_| post(&app, &url, "application/xml", delivered.clone()));
+    for answer in futures_util::future::join_all(copies).await {
+        let (status, body) = answer?;
+        assert_eq!((status, body.as_str()), (200, providers::ccp::RECEIPT_ANSWER_XML));
+    }
     let first = wait_for(&app, &mobile, "delivered").await?;
+    assert_eq!(receipts_counted(&app, "ccp", "delivered").await?, 1.0);
+    assert_eq!(receipts_counted(&app, "ccp", "duplicate").await?, 7.0);
 
     // The same report again, then a contrary one after the final: acknowledged, no change.
     let undelivered = ccp_fake::report_xml(&sid, &mobile, &Outcome::Undelivered("MK:0001"));
@@ -287,7 +301,7 @@ async fn reports_need_the_token_and_are_idempotent_and_the_first_final_one_wins(
         ("delivered", first.last_error, first.delivered_at, first.updated_at)
     );
     assert_eq!(receipt_of(&app, &mobile).await?, (Some("delivered".into()), None));
-    assert_eq!(receipts_counted(&app, "ccp", "duplicate").await?, 2.0);
+    assert_eq!(receipts_counted(&app, "ccp", "duplicate").await?, 9.0);
 
     // The JSON form, on an id we never sent: acknowledged in JSON, and counted.
     let unknown = json!({"Request": {"action": "SMSArrived", "smsType": "1", "content": "0123456789abcdef",
@@ -382,6 +396,7 @@ async fn a_register_marks_the_delivery_verified_and_stats_show_the_funnel() -> T
             .await?;
     assert_eq!(marked.len(), 2, "{marked:?}");
     assert!(marked[0].1.is_none() && marked[1].1.is_some(), "only the code used is verified: {marked:?}");
+    assert_eq!(metric(&app, r#"smscode_api_verified_total{provider="ccp"}"#).await?, 1.0);
 
     let out = smsctl(&app, &["stats", "--json"]).await?;
     let stats: Value = serde_json::from_str(out.trim())?;
