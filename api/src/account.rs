@@ -48,8 +48,12 @@ async fn create(state: &AppState, r: Registration) -> Result<(), ApiError> {
     match hash_and_insert(state, &r.mobile, r.password).await {
         Ok(()) => {
             tracing::info!(mobile = %r.mobile.masked(), "user registered");
-            // The fraud guard's other half: a code that was used.
-            state.codes.count_verified(&r.mobile).await;
+            // The code did its job: its delivery is marked verified (the funnel), and its
+            // prefix counts one used code (the fraud guard). Both best effort.
+            tokio::join!(
+                crate::conversion::mark_verified(state, &r.mobile, &r.sms_code),
+                state.codes.count_verified(&r.mobile),
+            );
             Ok(())
         }
         // The code did its job: the mobile is registered (by a concurrent request, or before).

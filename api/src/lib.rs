@@ -1,9 +1,11 @@
-//! The HTTP api: captcha, SMS code request, registration, health. The contract is
+//! The HTTP api: captcha, SMS code request, registration, delivery reports, health. The contract is
 //! `docs/http-api.md`.
 //!
 //! - `routes`: the handlers, which parse and answer; [`openapi`]: their OpenAPI document.
 //! - [`sms`]: the send pipeline (captcha and limits, checks, store, queue).
-//! - `account`: registering a user (code check, argon2id hash, insert).
+//! - `account`: registering a user (code check, argon2id hash, insert); `conversion`: which
+//!   delivery's code a register used.
+//! - [`receipts`]: the delivery reports the providers push.
 //! - `codes`: `CodeStore`, everything in Redis (captchas, codes, rate limits, their scripts).
 //! - `state`: `AppState`, the handles every handler shares.
 //! - `error`: `ApiError`, the one place errno and HTTP status are chosen.
@@ -13,11 +15,13 @@
 mod account;
 mod captcha;
 mod codes;
+mod conversion;
 mod error;
 mod extract;
 mod lifetime;
 mod metrics;
 pub mod openapi;
+pub mod receipts;
 mod routes;
 mod server;
 pub mod sms;

@@ -4,7 +4,8 @@ use utoipa::OpenApi;
 
 use crate::{
     error::Reply,
-    routes::{ops, page, passport},
+    receipts::Refusal,
+    routes::{ops, page, passport, receipts},
 };
 
 /// The document's skeleton; the errno table is added from `shared::Errno` at run time.
@@ -15,14 +16,19 @@ use crate::{
         passport::image_code,
         passport::sms_code,
         passport::register,
+        receipts::receipt,
         ops::healthz,
         ops::readyz,
         ops::metrics,
         openapi_json,
         page::signup,
     ),
-    components(schemas(Reply, passport::SmsCodeRequest, passport::RegisterRequest)),
-    tags((name = "passport", description = "The signup flow (JSON answers `{errno, errmsg}`)"), (name = "ops"))
+    components(schemas(Reply, Refusal, passport::SmsCodeRequest, passport::RegisterRequest)),
+    tags(
+        (name = "passport", description = "The signup flow (JSON answers `{errno, errmsg}`)"),
+        (name = "receipts", description = "Delivery reports pushed by the SMS providers"),
+        (name = "ops"),
+    )
 )]
 pub struct ApiDoc;
 

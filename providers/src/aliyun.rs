@@ -15,6 +15,7 @@ use shared::{
 use crate::{
     http::{self, hex, hmac_sha256, host_of, sha256_hex},
     provider::{Accepted, Message, SendError, SmsProvider},
+    receipts::{Answer, Entry, Malformed, Push, Receipt},
 };
 
 /// The API action.
@@ -246,6 +247,34 @@ fn reason(code: &str, message: Option<&str>) -> String {
     format!("aliyun {code}: {message}")
 }
 
+/// Our answer to a report push: Aliyun only checks that `code` is a number, and retries
+/// anything but HTTP 200 (after 1, 5 and 10 minutes).
+pub const RECEIPT_ANSWER: &str = r#"{"code":0,"msg":"接收成功"}"#;
+
+/// Reads an `SmsReport` push: a JSON array of reports, each with `biz_id` (the `BizId` of the
+/// send), `success` (a boolean), `err_code` (`DELIVERED`, or the carrier's code) and
+/// `report_time` (Beijing time, `yyyy-MM-dd HH:mm:ss`). An entry that cannot be read is
+/// marked; the others count.
+pub fn receipts(body: &[u8]) -> Result<Push, Malformed> {
+    let entries = crate::receipts::json_array(body, |report| {
+        let message_id = crate::receipts::text(report.get("biz_id")).ok_or("no biz_id")?;
+        let delivered = match report.get("success") {
+            Some(serde_json::Value::Bool(b)) => *b,
+            // A string "true"/"false" is read the same: the doc's sample receivers do.
+            Some(serde_json::Value::String(s)) if s == "true" || s == "false" => s == "true",
+            _ => return Err("success is not a boolean".to_owned()),
+        };
+        let error_code =
+            (!delivered).then(|| crate::receipts::text(report.get("err_code")).unwrap_or_else(|| "FAILED".to_owned()));
+        let reported_at = crate::receipts::beijing_time(
+            crate::receipts::text(report.get("report_time")).as_deref(),
+            "%Y-%m-%d %H:%M:%S",
+        );
+        Ok(Entry::Receipt(Receipt { message_id, delivered, status: delivered.to_string(), error_code, reported_at }))
+    })?;
+    Ok(Push { entries, answer: Answer::json(RECEIPT_ANSWER) })
+}
+
 impl SmsProvider for AliyunProvider {
     fn name(&self) -> ProviderName {
         ProviderName::Aliyun
@@ -305,6 +334,41 @@ mod tests {
     use shared::domain::Mobile;
 
     use super::*;
+
+    #[test]
+    fn a_report_batch_is_read_entry_by_entry() -> Result<(), Malformed> {
+        // The example of docs/providers.md, a failure, and two entries that cannot be read.
+        let body = r#"[{"phone_number":"1381111****","send_time":"2017-01-01 00:00:00","report_time":"2017-01-01 00:00:00",
+            "success":true,"err_code":"DELIVERED","err_msg":"用户接收成功","sms_size":"1","biz_id":"12345","out_id":"67890"},
+            {"success":false,"err_code":"MK:0001","biz_id":"134523^435"},
+            {"success":"maybe","biz_id":"1"}, 7]"#;
+        let push = receipts(body.as_bytes())?;
+        let at = chrono::TimeZone::with_ymd_and_hms(&Utc, 2016, 12, 31, 16, 0, 0).single();
+        assert_eq!(push.entries.len(), 4);
+        assert_eq!(
+            push.entries[0],
+            Entry::Receipt(Receipt {
+                message_id: "12345".into(),
+                delivered: true,
+                status: "true".into(),
+                error_code: None,
+                reported_at: at,
+            })
+        );
+        let Entry::Receipt(failed) = &push.entries[1] else { panic!("{:?}", push.entries[1]) };
+        assert_eq!((failed.message_id.as_str(), failed.delivered), ("134523^435", false));
+        assert_eq!(failed.error_code.as_deref(), Some("MK:0001"));
+        assert!(matches!(push.entries[2], Entry::Malformed(_)) && matches!(push.entries[3], Entry::Malformed(_)));
+        assert_eq!(push.answer.body, RECEIPT_ANSWER);
+        Ok(())
+    }
+
+    #[test]
+    fn a_push_that_is_not_an_array_is_malformed() {
+        for body in [&b"{}"[..], b"", b"[", b"\"x\""] {
+            assert!(receipts(body).is_err(), "{}", String::from_utf8_lossy(body));
+        }
+    }
 
     /// The official V3 example (section 2.6 of the protocol notes).
     const VECTOR_HEADERS: [(&str, &str); 6] = [

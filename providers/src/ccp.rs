@@ -16,6 +16,7 @@ use shared::{
 use crate::{
     http,
     provider::{Accepted, Message, SendError, SmsProvider},
+    receipts::{Answer, Entry, Malformed, Push, Receipt},
 };
 
 /// The REST API version segment; fixed by the provider.
@@ -122,6 +123,79 @@ pub fn to(recipient: &Recipient) -> String {
     }
 }
 
+/// A CCP report, as its XML `<Request>` carries it (the JSON form carries the same names).
+/// Every field is optional here: what a report needs is checked in [`report`].
+#[derive(Deserialize, Default)]
+struct ArrivedXml {
+    action: Option<String>,
+    #[serde(rename = "smsType")]
+    sms_type: Option<String>,
+    content: Option<String>,
+    status: Option<String>,
+    #[serde(rename = "deliverCode")]
+    deliver_code: Option<String>,
+    #[serde(rename = "recvTime")]
+    recv_time: Option<String>,
+}
+
+/// Our answer to an XML push (`docs/providers.md`: the form Ronglian's own callbacks use).
+pub const RECEIPT_ANSWER_XML: &str =
+    r#"<?xml version="1.0" encoding="UTF-8"?><Response><statusCode>000000</statusCode></Response>"#;
+/// Our answer to a JSON push.
+pub const RECEIPT_ANSWER_JSON: &str = r#"{"statusCode":"000000"}"#;
+
+/// Reads an `SMSArrived` push: XML `<Request>…</Request>` or JSON `{"Request": {…}}` (the
+/// `Content-Type`, else the first character, tells which; the answer is in the same form).
+/// Only `smsType` 1 is a delivery report (0 is a reply from the handset, acknowledged and
+/// ignored); `status` 0 is delivered, anything else failed with `deliverCode` as the code;
+/// `content` is the `smsMessageSid` of the send; `recvTime` is Beijing time.
+pub fn receipts(content_type: Option<&str>, body: &[u8]) -> Result<Push, Malformed> {
+    let first = body.iter().copied().find(|b| !b.is_ascii_whitespace());
+    let declared_json = content_type.is_some_and(|t| t.to_ascii_lowercase().contains("json"));
+    let declared_xml = content_type.is_some_and(|t| t.to_ascii_lowercase().contains("xml"));
+    let json = declared_json || (!declared_xml && first == Some(b'{'));
+    let arrived = if json {
+        let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| Malformed(format!("json: {e}")))?;
+        let Some(request) = value.get("Request").and_then(serde_json::Value::as_object) else {
+            return Err(Malformed("no Request object".into()));
+        };
+        let field = |name: &str| crate::receipts::text(request.get(name));
+        ArrivedXml {
+            action: field("action"),
+            sms_type: field("smsType"),
+            content: field("content"),
+            status: field("status"),
+            deliver_code: field("deliverCode"),
+            recv_time: field("recvTime"),
+        }
+    } else {
+        let text = std::str::from_utf8(body).map_err(|_| Malformed("xml: not UTF-8".into()))?;
+        quick_xml::de::from_str::<ArrivedXml>(text).map_err(|e| Malformed(format!("xml: {e}")))?
+    };
+    let answer = Answer::json(if json { RECEIPT_ANSWER_JSON } else { RECEIPT_ANSWER_XML });
+    let answer = if json { answer } else { Answer { content_type: Some("application/xml"), ..answer } };
+    Ok(Push { entries: vec![report(arrived)], answer })
+}
+
+fn report(arrived: ArrivedXml) -> Entry {
+    let trimmed = |v: Option<String>| v.map(|s| s.trim().to_owned()).filter(|s| !s.is_empty());
+    if trimmed(arrived.action).as_deref() != Some("SMSArrived") {
+        return Entry::Malformed("action is not SMSArrived".into());
+    }
+    match trimmed(arrived.sms_type).as_deref() {
+        Some("1") => {}
+        Some(_) => return Entry::Ignored,
+        None => return Entry::Malformed("no smsType".into()),
+    }
+    let (Some(message_id), Some(status)) = (trimmed(arrived.content), trimmed(arrived.status)) else {
+        return Entry::Malformed("a report needs content and status".into());
+    };
+    let delivered = status == "0";
+    let error_code = (!delivered).then(|| trimmed(arrived.deliver_code).unwrap_or_else(|| status.clone()));
+    let reported_at = crate::receipts::beijing_time(arrived.recv_time.as_deref(), "%Y%m%d%H%M%S");
+    Entry::Receipt(Receipt { message_id, delivered, status, error_code, reported_at })
+}
+
 impl SmsProvider for CcpProvider {
     fn name(&self) -> ProviderName {
         ProviderName::Ccp
@@ -184,6 +258,65 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+
+    #[test]
+    fn an_xml_delivery_report_is_read() -> Result<(), Malformed> {
+        // The example of docs/providers.md.
+        let body = br#"<?xml version="1.0" encoding="UTF-8"?>
+<Request><action>SMSArrived</action><smsType>1</smsType><apiVersion>2013-12-26</apiVersion>
+<content>4121908f3d1b4edb9210f0eb4742f62c</content><fromNum>13912345678</fromNum>
+<dateSent>20130923010000</dateSent><recvTime>20130923010010</recvTime><status>0</status>
+<deliverCode>DELIVRD</deliverCode><reqId>123</reqId><smsCount>2</smsCount><spCode>10690876</spCode></Request>"#;
+        let push = receipts(Some("application/xml"), body)?;
+        let at = Utc.with_ymd_and_hms(2013, 9, 22, 17, 0, 10).single();
+        assert_eq!(
+            push.entries,
+            vec![Entry::Receipt(Receipt {
+                message_id: "4121908f3d1b4edb9210f0eb4742f62c".into(),
+                delivered: true,
+                status: "0".into(),
+                error_code: None,
+                reported_at: at,
+            })]
+        );
+        assert_eq!(push.answer.body, RECEIPT_ANSWER_XML);
+        assert_eq!(push.answer.content_type, Some("application/xml"));
+        Ok(())
+    }
+
+    #[test]
+    fn a_json_failure_report_carries_its_deliver_code() -> Result<(), Malformed> {
+        let body = br#"{"Request":{"action":"SMSArrived","smsType":"1","content":"abc","status":"1",
+            "deliverCode":"MK:0001","recvTime":"20261126120000"}}"#;
+        let push = receipts(None, body)?;
+        let Some(Entry::Receipt(receipt)) = push.entries.first() else { panic!("a receipt: {push:?}") };
+        assert!(!receipt.delivered);
+        assert_eq!(receipt.error_code.as_deref(), Some("MK:0001"));
+        assert_eq!(push.answer, Answer::json(RECEIPT_ANSWER_JSON));
+        // Numbers instead of strings are read the same.
+        let body = br#"{"Request":{"action":"SMSArrived","smsType":1,"content":"abc","status":0}}"#;
+        let Some(Entry::Receipt(receipt)) = receipts(Some("application/json"), body)?.entries.first().cloned() else {
+            panic!("a receipt")
+        };
+        assert!(receipt.delivered && receipt.reported_at.is_none());
+        Ok(())
+    }
+
+    #[test]
+    fn a_reply_sms_is_acknowledged_and_ignored() -> Result<(), Malformed> {
+        let body = b"<Request><action>SMSArrived</action><smsType>0</smsType><content>hello</content></Request>";
+        assert_eq!(receipts(None, body)?.entries, vec![Entry::Ignored]);
+        Ok(())
+    }
+
+    #[test]
+    fn malformed_pushes_are_refused_or_marked() {
+        for body in [&b"<Request><action>"[..], b"{\"Request\": 1}", b"{not json", b"", b"\xff\xfe"] {
+            assert!(receipts(None, body).is_err(), "{}", String::from_utf8_lossy(body));
+        }
+        let no_id = b"<Request><action>SMSArrived</action><smsType>1</smsType><status>0</status></Request>";
+        assert!(matches!(receipts(None, no_id).map(|p| p.entries), Ok(e) if matches!(e[..], [Entry::Malformed(_)])));
+    }
 
     #[test]
     fn signature_matches_the_worked_example() {

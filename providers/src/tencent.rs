@@ -10,6 +10,7 @@ use shared::config::{ProviderName, TencentSettings};
 use crate::{
     http::{self, hex, hmac_sha256, sha256_hex},
     provider::{Accepted, Message, SendError, SmsProvider},
+    receipts::{Answer, Entry, Malformed, Push, Receipt},
 };
 
 /// `X-TC-Action`.
@@ -233,6 +234,33 @@ fn interpret(status: reqwest::StatusCode, body: &[u8], e164: &str) -> Result<Acc
     }
 }
 
+/// Our answer to a status push.
+pub const RECEIPT_ANSWER: &str = r#"{"result":0,"errmsg":"OK"}"#;
+
+/// Reads a status push (短信下发状态通知): a JSON array of at most 100 reports, each with
+/// `sid` (the `SerialNo` of the send), `report_status` (`SUCCESS` or `FAIL`), `errmsg` (the
+/// carrier's code, `DELIVRD` on success) and `user_receive_time` (Beijing time). An entry that
+/// cannot be read is marked; the others count.
+pub fn receipts(body: &[u8]) -> Result<Push, Malformed> {
+    let entries = crate::receipts::json_array(body, |report| {
+        let message_id = crate::receipts::text(report.get("sid")).ok_or("no sid")?;
+        let status = crate::receipts::text(report.get("report_status")).ok_or("no report_status")?;
+        let delivered = match status.as_str() {
+            "SUCCESS" => true,
+            "FAIL" => false,
+            other => return Err(format!("report_status {other:?}")),
+        };
+        let error_code =
+            (!delivered).then(|| crate::receipts::text(report.get("errmsg")).unwrap_or_else(|| status.clone()));
+        let reported_at = crate::receipts::beijing_time(
+            crate::receipts::text(report.get("user_receive_time")).as_deref(),
+            "%Y-%m-%d %H:%M:%S",
+        );
+        Ok(Entry::Receipt(Receipt { message_id, delivered, status, error_code, reported_at }))
+    })?;
+    Ok(Push { entries, answer: Answer::json(RECEIPT_ANSWER) })
+}
+
 impl SmsProvider for TencentProvider {
     fn name(&self) -> ProviderName {
         ProviderName::Tencent
@@ -283,6 +311,32 @@ mod tests {
     };
 
     use super::*;
+
+    #[test]
+    fn a_status_push_is_read_entry_by_entry() -> Result<(), Malformed> {
+        let body = r#"[{"user_receive_time":"2015-10-17 08:03:04","nationcode":"86","mobile":"13xxxxxxxxx",
+            "report_status":"SUCCESS","errmsg":"DELIVRD","description":"用户短信送达成功","sid":"xxxxxxx"},
+            {"report_status":"FAIL","errmsg":"MN:0001","sid":"2019:1"}, {"report_status":"SUCCESS"},
+            {"report_status":"LOST","sid":"3"}]"#;
+        let push = receipts(body.as_bytes())?;
+        let at = chrono::TimeZone::with_ymd_and_hms(&Utc, 2015, 10, 17, 0, 3, 4).single();
+        assert_eq!(
+            push.entries[0],
+            Entry::Receipt(Receipt {
+                message_id: "xxxxxxx".into(),
+                delivered: true,
+                status: "SUCCESS".into(),
+                error_code: None,
+                reported_at: at,
+            })
+        );
+        let Entry::Receipt(failed) = &push.entries[1] else { panic!("{:?}", push.entries[1]) };
+        assert_eq!((failed.delivered, failed.error_code.as_deref()), (false, Some("MN:0001")));
+        assert!(matches!(push.entries[2], Entry::Malformed(_)) && matches!(push.entries[3], Entry::Malformed(_)));
+        assert_eq!(push.answer.body, RECEIPT_ANSWER);
+        assert!(receipts(b"{\"sid\":\"1\"}").is_err());
+        Ok(())
+    }
 
     fn at(timestamp: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(timestamp, 0).single().expect("valid timestamp")

@@ -13,6 +13,7 @@ use shared::config::{ProviderName, TwilioSender, TwilioSettings};
 use crate::{
     http::{self, describe},
     provider::{Accepted, Message, SendError, SmsProvider},
+    receipts::{Answer, Entry, Push, Receipt},
 };
 
 /// The REST API version segment; fixed by the provider.
@@ -186,6 +187,40 @@ pub fn outcome(http_status: u16, body: &[u8]) -> Result<Accepted, SendError> {
     Err(classify(http_status, code, reason))
 }
 
+/// Whether `signature` (the `X-Twilio-Signature` header) is Twilio's for a callback to `url`
+/// with form parameters `params`, compared in constant time. `url` must be the URL Twilio was
+/// given (our `RECEIPT_BASE_URL` + path and query), not what a proxy rewrote it to.
+pub fn verify_callback(auth_token: &str, url: &str, params: &[(String, String)], signature: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let expected = callback_signature(auth_token, url, params);
+    !expected.is_empty() && bool::from(expected.as_bytes().ct_eq(signature.trim().as_bytes()))
+}
+
+/// Our answer to a status callback: any 2xx will do; 204, no content.
+pub const RECEIPT_ANSWER: Answer = Answer { status: 204, content_type: None, body: "" };
+
+/// Reads a status callback's form parameters: `MessageSid` and `MessageStatus`; only the
+/// final `delivered` (delivered), `undelivered` and `failed` (not, with `ErrorCode`) are
+/// reports; `queued`, `sent` and the other intermediate statuses are acknowledged and ignored.
+pub fn receipts(params: &[(String, String)]) -> Push {
+    let param =
+        |name: &str| params.iter().find(|(n, _)| n == name).map(|(_, v)| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let entry = match (param("MessageSid"), param("MessageStatus").or_else(|| param("SmsStatus"))) {
+        (Some(message_id), Some(status)) => match status.as_str() {
+            "delivered" => {
+                Entry::Receipt(Receipt { message_id, delivered: true, status, error_code: None, reported_at: None })
+            }
+            "undelivered" | "failed" => {
+                let error_code = Some(param("ErrorCode").unwrap_or_else(|| status.clone()));
+                Entry::Receipt(Receipt { message_id, delivered: false, status, error_code, reported_at: None })
+            }
+            _ => Entry::Ignored,
+        },
+        _ => Entry::Malformed("a status callback needs MessageSid and MessageStatus".into()),
+    };
+    Push { entries: vec![entry], answer: RECEIPT_ANSWER }
+}
+
 impl SmsProvider for TwilioProvider {
     fn name(&self) -> ProviderName {
         ProviderName::Twilio
@@ -229,6 +264,68 @@ impl SmsProvider for TwilioProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn form(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn a_callback_is_verified_against_the_official_vector() {
+        let params = form(&[
+            ("To", "+18005551212"),
+            ("CallSid", "CA1234567890ABCDE"),
+            ("Caller", "+14158675309"),
+            ("Digits", "1234"),
+            ("From", "+14158675309"),
+        ]);
+        let url = "https://mycompany.com/myapp.php?foo=1&bar=2";
+        assert!(verify_callback("12345", url, &params, "RSOYDt4T1cUTdK1PDd93/VVr8B8="));
+        assert!(!verify_callback("12345", url, &params, "RSOYDt4T1cUTdK1PDd93/VVr8B8"));
+        assert!(!verify_callback("54321", url, &params, "RSOYDt4T1cUTdK1PDd93/VVr8B8="));
+        assert!(!verify_callback(
+            "12345",
+            "https://mycompany.com/myapp.php?foo=1",
+            &params,
+            "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+        ));
+        assert!(!verify_callback("12345", url, &params[1..], "RSOYDt4T1cUTdK1PDd93/VVr8B8="));
+        assert!(!verify_callback("12345", url, &params, ""));
+    }
+
+    #[test]
+    fn the_mock_fixture_of_the_protocol_notes_verifies() -> Result<(), serde_urlencoded::de::Error> {
+        let body = "AccountSid=ACXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX&ApiVersion=2010-04-01&From=%2B15017122661\
+            &MessageSid=SMXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX&MessageStatus=undelivered&ErrorCode=30003\
+            &SmsSid=SMXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX&SmsStatus=undelivered&To=%2B15558675310";
+        let params: Vec<(String, String)> = serde_urlencoded::from_str(body)?;
+        assert!(verify_callback("12345", "https://example.com/sms/status", &params, "JsuPk7GxILES45ugLAFdKYTapfY="));
+        let push = receipts(&params);
+        assert_eq!(
+            push.entries,
+            vec![Entry::Receipt(Receipt {
+                message_id: "SMXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX".into(),
+                delivered: false,
+                status: "undelivered".into(),
+                error_code: Some("30003".into()),
+                reported_at: None,
+            })]
+        );
+        assert_eq!((push.answer.status, push.answer.body), (204, ""));
+        Ok(())
+    }
+
+    #[test]
+    fn only_final_statuses_are_reports() {
+        let with = |status: &str| receipts(&form(&[("MessageSid", "SM1"), ("MessageStatus", status)])).entries;
+        assert!(matches!(&with("delivered")[..], [Entry::Receipt(r)] if r.delivered));
+        assert!(
+            matches!(&with("failed")[..], [Entry::Receipt(r)] if !r.delivered && r.error_code.as_deref() == Some("failed"))
+        );
+        for status in ["queued", "sending", "sent", "accepted", "read"] {
+            assert_eq!(with(status), vec![Entry::Ignored], "{status}");
+        }
+        assert!(matches!(&receipts(&form(&[("MessageStatus", "delivered")])).entries[..], [Entry::Malformed(_)]));
+    }
 
     #[test]
     fn the_basic_auth_header_is_base64_of_sid_and_token() {

@@ -33,7 +33,8 @@ pub enum Command {
         /// Only this delivery, with its provider calls (sms_attempts).
         #[arg(long, conflicts_with_all = ["status", "mobile", "since"])]
         id: Option<Uuid>,
-        /// Only this status: sending, sent, retrying, failed, expired or superseded.
+        /// Only this status: sending, sent, retrying, failed, expired, superseded, delivered or
+        /// undelivered.
         #[arg(long, value_parser = DeliveryStatus::from_str)]
         status: Option<DeliveryStatus>,
         /// Only this mobile.
@@ -104,10 +105,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Count deliveries by status over a window.
+    /// Count deliveries by status over a window, and the funnel sent → delivered → verified
+    /// per provider and per country (calling code) from the providers' delivery reports and
+    /// the registers that used a code.
     Stats {
         /// The window, e.g. 1h, 24h, 7d.
-        #[arg(long, value_parser = window, default_value = "24h")]
+        #[arg(long, value_parser = window, default_value = "1h")]
         since: Duration,
         /// JSON instead of a table.
         #[arg(long)]

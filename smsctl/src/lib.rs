@@ -4,13 +4,14 @@
 //! - [`Cli`] (`cli.rs`): the subcommands and flags.
 //! - `replay.rs`: replaying a failed delivery at most once.
 //! - `fraud.rs`: the fraud guard's blocked and watched prefixes (Redis only).
-//! - `print.rs`: tables and JSON lines.
+//! - `print.rs`: tables and JSON lines; `funnel.rs`: sent → delivered → verified, grouped.
 //!
 //! Every statement it runs is in `shared::db::deliveries`.
 
 mod cli;
 mod error;
 mod fraud;
+mod funnel;
 mod print;
 mod replay;
 
@@ -21,7 +22,7 @@ pub use error::CtlError;
 use replay::{Replayer, Summary};
 use shared::{
     Settings, StartError,
-    db::{self, attempts, deliveries},
+    db::{self, attempts, deliveries, receipts},
 };
 
 /// PostgreSQL connections: smsctl runs one statement at a time.
@@ -53,7 +54,9 @@ pub async fn run(cli: Cli, settings: &Settings, out: &mut impl Write) -> Result<
             Ok(true)
         }
         Command::Stats { since, json } => {
-            print::stats(out, &deliveries::count_by_status(&db, since).await?, since, json)?;
+            let counts = deliveries::count_by_status(&db, since).await?;
+            let funnel = funnel::Funnels::of(&receipts::funnel(&db, since).await?, settings.default_country_code);
+            print::stats(out, &counts, &funnel, since, json)?;
             Ok(true)
         }
         Command::Replay { stale: Some(still_for), dry_run, .. } => {

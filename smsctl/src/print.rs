@@ -7,7 +7,7 @@ use shared::db::{
     deliveries::{Delivery, DeliveryStatus},
 };
 
-use crate::error::CtlError;
+use crate::{error::CtlError, funnel::Funnels};
 
 /// Prints deliveries as a table, or as JSON lines.
 pub fn deliveries(out: &mut impl Write, rows: &[Delivery], json: bool) -> Result<(), CtlError> {
@@ -40,25 +40,53 @@ pub fn deliveries(out: &mut impl Write, rows: &[Delivery], json: bool) -> Result
     Ok(())
 }
 
-/// Prints counts by status over `since`, as a table or one JSON object.
+/// Prints counts by status and the funnel over `since`, as a table or one JSON object (the
+/// counts by status as keys, and `funnel` with `providers` and `countries`).
 pub fn stats(
     out: &mut impl Write,
     counts: &[(DeliveryStatus, i64)],
+    funnel: &Funnels,
     since: Duration,
     json: bool,
 ) -> Result<(), CtlError> {
     if json {
-        let map: serde_json::Map<String, serde_json::Value> =
+        let mut map: serde_json::Map<String, serde_json::Value> =
             counts.iter().map(|(s, n)| (s.as_str().to_owned(), serde_json::Value::from(*n))).collect();
+        map.insert("funnel".into(), serde_json::to_value(funnel)?);
         writeln!(out, "{}", serde_json::to_string(&map)?)?;
-    } else {
-        writeln!(out, "deliveries created in the last {}", humantime::format_duration(since))?;
-        for (status, n) in counts {
-            writeln!(out, "{:<11} {n}", status.as_str())?;
+        return Ok(());
+    }
+    writeln!(out, "deliveries created in the last {}", humantime::format_duration(since))?;
+    for (status, n) in counts {
+        writeln!(out, "{:<11} {n}", status.as_str())?;
+    }
+    writeln!(out, "{:<11} {}", "total", counts.iter().map(|(_, n)| n).sum::<i64>())?;
+    for (title, groups) in [("provider", &funnel.providers), ("country", &funnel.countries)] {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "{title:<8}  {:>6}  {:>9}  {:>11}  {:>8}  {:>10}  {:>10}",
+            "sent", "delivered", "undelivered", "verified", "delivered%", "verified%"
+        )?;
+        for (name, f) in groups {
+            writeln!(
+                out,
+                "{name:<8}  {:>6}  {:>9}  {:>11}  {:>8}  {:>10}  {:>10}",
+                f.sent,
+                f.delivered,
+                f.undelivered,
+                f.verified,
+                share(f.delivered, f.sent),
+                share(f.verified, f.sent)
+            )?;
         }
-        writeln!(out, "{:<11} {}", "total", counts.iter().map(|(_, n)| n).sum::<i64>())?;
     }
     Ok(())
+}
+
+/// `part` of `whole` as a percentage with one decimal, `-` when there is no whole.
+fn share(part: i64, whole: i64) -> String {
+    if whole == 0 { "-".to_owned() } else { format!("{:.1}", part as f64 * 100.0 / whole as f64) }
 }
 
 /// Prints one delivery and each provider call it made: a table, or one JSON object with an
@@ -109,13 +137,22 @@ pub fn providers(out: &mut impl Write, rows: &[ProviderStats], since: Duration, 
     writeln!(out, "provider calls in the last {}", humantime::format_duration(since))?;
     writeln!(
         out,
-        "{:<8}  {:>6}  {:>6}  {:>9}  {:>8}  {:>9}  {:>14}  {:>7}  {:>7}",
-        "provider", "calls", "sent", "transient", "provider", "recipient", "number_limited", "p50 ms", "p95 ms"
+        "{:<8}  {:>6}  {:>6}  {:>9}  {:>8}  {:>9}  {:>14}  {:>10}  {:>7}  {:>7}",
+        "provider",
+        "calls",
+        "sent",
+        "transient",
+        "provider",
+        "recipient",
+        "number_limited",
+        "delivered%",
+        "p50 ms",
+        "p95 ms"
     )?;
     for r in rows {
         writeln!(
             out,
-            "{:<8}  {:>6}  {:>6}  {:>9}  {:>8}  {:>9}  {:>14}  {:>7.0}  {:>7.0}",
+            "{:<8}  {:>6}  {:>6}  {:>9}  {:>8}  {:>9}  {:>14}  {:>10}  {:>7.0}  {:>7.0}",
             r.provider,
             r.calls,
             r.sent,
@@ -123,6 +160,7 @@ pub fn providers(out: &mut impl Write, rows: &[ProviderStats], since: Duration, 
             r.provider_side,
             r.recipient,
             r.number_limited,
+            share(r.delivered, r.sent),
             r.p50_ms,
             r.p95_ms
         )?;

@@ -12,6 +12,7 @@ mod provider_aliyun;
 mod provider_tencent;
 mod provider_twilio;
 mod queue;
+mod receipts;
 mod register;
 mod replay_unconfirmed;
 mod request_edges;

@@ -81,6 +81,7 @@ pub struct Received {
 
 #[derive(Default)]
 struct FakeState {
+    receipts: crate::receipt_push::Pusher,
     script: Mutex<VecDeque<Reply>>,
     latency: Mutex<Duration>,
     received: Mutex<Vec<Received>>,
@@ -98,6 +99,12 @@ pub struct AliyunFake {
 }
 
 impl AliyunFake {
+    /// Delivery reports: off until a target is set; then each accepted message is reported
+    /// there, in this provider's push format, a moment after the accept.
+    pub fn receipts(&self) -> &crate::receipt_push::Pusher {
+        &self.state.receipts
+    }
+
     /// Starts the fake on a random port; it lives as long as the test's runtime.
     pub async fn start() -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -563,6 +570,10 @@ async fn send_sms(
             response
         }
     };
+    if let (Some(biz_id), Some(url)) = (received.biz_id.clone(), state.receipts.target()) {
+        let body = serde_json::Value::Array(vec![report(&biz_id, &received.phone_numbers, &state.receipts.outcome())]);
+        state.receipts.send_later(biz_id, |http| http.post(url).json(&body));
+    }
     // Recorded on arrival, as the provider takes a request in when it arrives.
     if let Ok(mut r) = state.received.lock() {
         r.push(received);
@@ -581,4 +592,17 @@ async fn elsewhere(State(state): State<Arc<FakeState>>, method: Method, uri: Uri
         "InvalidAction.NotFound",
         "Specified api is not found, please check your url and method.",
     )
+}
+
+/// One `SmsReport` entry on `biz_id` to `phone_number` (pushed inside a JSON array).
+pub fn report(biz_id: &str, phone_number: &str, outcome: &crate::receipt_push::Outcome) -> Value {
+    let now = crate::receipt_push::beijing_now("%Y-%m-%d %H:%M:%S");
+    let (success, code, message) = match outcome {
+        crate::receipt_push::Outcome::Delivered => (true, "DELIVERED", "用户接收成功"),
+        crate::receipt_push::Outcome::Undelivered(code) => (false, *code, "用户接收失败"),
+    };
+    serde_json::json!({
+        "phone_number": phone_number, "send_time": now, "report_time": now, "success": success,
+        "err_code": code, "err_msg": message, "sms_size": "1", "biz_id": biz_id, "out_id": ""
+    })
 }

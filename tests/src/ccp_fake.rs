@@ -69,6 +69,7 @@ pub struct Received {
 
 #[derive(Default)]
 struct FakeState {
+    receipts: crate::receipt_push::Pusher,
     script: Mutex<VecDeque<Reply>>,
     latency: Mutex<Duration>,
     received: Mutex<Vec<Received>>,
@@ -86,6 +87,12 @@ pub struct CcpFake {
 }
 
 impl CcpFake {
+    /// Delivery reports: off until a target is set; then each accepted message is reported
+    /// there, in this provider's push format, a moment after the accept.
+    pub fn receipts(&self) -> &crate::receipt_push::Pusher {
+        &self.state.receipts
+    }
+
     /// Starts the fake on a random port; it lives as long as the test's runtime.
     pub async fn start() -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -322,8 +329,25 @@ fn answer(state: &FakeState, sid: &str, sig: Option<&str>, headers: &HeaderMap, 
             status(code, "scripted failure")
         }
     };
+    if let (Some(sid), Some(url)) = (received.message_sid.clone(), state.receipts.target()) {
+        let body = report_xml(&sid, &received.mobile, &state.receipts.outcome());
+        state.receipts.send_later(sid, |http| http.post(url).header("content-type", "application/xml").body(body));
+    }
     if let Ok(mut r) = state.received.lock() {
         r.push(received);
     }
     response
+}
+
+/// An `SMSArrived` delivery report on message `sms_message_sid` to `mobile`, in the XML form:
+/// `status` 0 when delivered, else 1 with the carrier code as `deliverCode`.
+pub fn report_xml(sms_message_sid: &str, mobile: &str, outcome: &crate::receipt_push::Outcome) -> String {
+    let (status, code) = match outcome {
+        crate::receipt_push::Outcome::Delivered => ("0", "DELIVRD"),
+        crate::receipt_push::Outcome::Undelivered(code) => ("1", *code),
+    };
+    let now = crate::receipt_push::beijing_now("%Y%m%d%H%M%S");
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?><Request><action>SMSArrived</action><smsType>1</smsType><apiVersion>2013-12-26</apiVersion><content>{sms_message_sid}</content><fromNum>{mobile}</fromNum><dateSent>{now}</dateSent><recvTime>{now}</recvTime><status>{status}</status><deliverCode>{code}</deliverCode><smsCount>1</smsCount><spCode>10690876</spCode></Request>"#
+    )
 }

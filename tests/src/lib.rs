@@ -5,6 +5,7 @@
 
 pub mod aliyun_fake;
 pub mod ccp_fake;
+pub mod receipt_push;
 pub mod tencent_fake;
 pub mod twilio_fake;
 

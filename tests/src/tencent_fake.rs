@@ -100,6 +100,7 @@ pub struct Received {
 
 #[derive(Default)]
 struct FakeState {
+    receipts: crate::receipt_push::Pusher,
     script: Mutex<VecDeque<Reply>>,
     latency: Mutex<Duration>,
     received: Mutex<Vec<Received>>,
@@ -116,6 +117,12 @@ pub struct TencentFake {
 }
 
 impl TencentFake {
+    /// Delivery reports: off until a target is set; then each accepted message is reported
+    /// there, in this provider's push format, a moment after the accept.
+    pub fn receipts(&self) -> &crate::receipt_push::Pusher {
+        &self.state.receipts
+    }
+
     /// Starts the fake on a random port; it lives as long as the test's runtime.
     pub async fn start() -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -651,8 +658,30 @@ fn answer(state: &FakeState, headers: &HeaderMap, body: &[u8]) -> (Response, Dur
             Response::new(Body::from_stream(broken))
         }
     };
+    if let (Some(sid), Some(url), Some(mobile)) =
+        (received.serial_no.clone(), state.receipts.target(), received.phone_numbers.first())
+    {
+        let body = Value::Array(vec![report(&sid, mobile, &state.receipts.outcome())]);
+        state.receipts.send_later(sid, |http| http.post(url).json(&body));
+    }
     if let Ok(mut r) = state.received.lock() {
         r.push(received);
     }
     (response, delay)
+}
+
+/// One status-callback entry on `sid` to `phone` (E.164, as sent; pushed inside a JSON array).
+pub fn report(sid: &str, phone: &str, outcome: &crate::receipt_push::Outcome) -> Value {
+    let (nation, mobile) = match phone.strip_prefix("+86") {
+        Some(national) => ("86", national),
+        None => ("", phone),
+    };
+    let (status, code, description) = match outcome {
+        crate::receipt_push::Outcome::Delivered => ("SUCCESS", "DELIVRD", "用户短信送达成功"),
+        crate::receipt_push::Outcome::Undelivered(code) => ("FAIL", *code, "用户短信接收失败"),
+    };
+    json!({
+        "user_receive_time": crate::receipt_push::beijing_now("%Y-%m-%d %H:%M:%S"), "nationcode": nation,
+        "mobile": mobile, "report_status": status, "errmsg": code, "description": description, "sid": sid
+    })
 }

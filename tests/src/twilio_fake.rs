@@ -78,6 +78,7 @@ pub struct Received {
 
 #[derive(Default)]
 struct FakeState {
+    receipts: crate::receipt_push::Pusher,
     script: Mutex<VecDeque<Reply>>,
     latency: Mutex<Duration>,
     received: Mutex<Vec<Received>>,
@@ -101,6 +102,12 @@ pub struct TwilioFake {
 }
 
 impl TwilioFake {
+    /// Delivery reports: off until a target is set; then each accepted message is reported
+    /// there, in this provider's push format, a moment after the accept.
+    pub fn receipts(&self) -> &crate::receipt_push::Pusher {
+        &self.state.receipts
+    }
+
     /// Starts the fake on a random port; it lives as long as the test's runtime.
     pub async fn start() -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -489,8 +496,72 @@ fn answer(state: &FakeState, sid: &str, headers: &HeaderMap, body: &[u8]) -> (Re
             Response::new(Body::from_stream(broken))
         }
     };
+    // Twilio reports to the request's StatusCallback; pushing is on while a target is set.
+    // Signed over the StatusCallback as given; posted to the target host (the api behind the
+    // public URL), as a reverse proxy in front of the api would pass it on.
+    if let (Some(sid), Some(callback), Some(target)) =
+        (received.message_sid.clone(), received.status_callback.clone(), state.receipts.target())
+    {
+        let params = status_callback(&sid, &received.to, &state.receipts.outcome());
+        let signature = signature(AUTH_TOKEN, &callback, &params);
+        let path = reqwest::Url::parse(&callback)
+            .map(|u| format!("{}{}", u.path(), u.query().map(|q| format!("?{q}")).unwrap_or_default()))
+            .unwrap_or_default();
+        let url = format!("{}{path}", target.trim_end_matches('/'));
+        state.receipts.send_later(sid, |http| {
+            http.post(url)
+                .header("x-twilio-signature", signature)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(serde_urlencoded::to_string(&params).unwrap_or_default())
+        });
+    }
     if let Ok(mut r) = state.received.lock() {
         r.push(received);
     }
     (response, hang)
+}
+
+/// The form parameters of a status callback on `message_sid` to `to`: `delivered`, or
+/// `undelivered` with the code as `ErrorCode`.
+pub fn status_callback(message_sid: &str, to: &str, outcome: &crate::receipt_push::Outcome) -> Vec<(String, String)> {
+    let (status, code) = match outcome {
+        crate::receipt_push::Outcome::Delivered => ("delivered", None),
+        crate::receipt_push::Outcome::Undelivered(code) => ("undelivered", Some(*code)),
+    };
+    let mut params = vec![
+        ("AccountSid", ACCOUNT_SID),
+        ("ApiVersion", "2010-04-01"),
+        ("From", FROM),
+        ("To", to),
+        ("MessageSid", message_sid),
+        ("SmsSid", message_sid),
+        ("MessageStatus", status),
+        ("SmsStatus", status),
+        ("RawDlrDoneDate", "2611261200"),
+    ];
+    if let Some(code) = code {
+        params.push(("ErrorCode", code));
+    }
+    params.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+}
+
+/// `X-Twilio-Signature` as Twilio computes it (twilio-python's `RequestValidator`): base64 of
+/// HMAC-SHA1 under the auth token of the URL followed by each parameter's name and value,
+/// sorted by name.
+pub fn signature(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut sorted: Vec<&(String, String)> = params.iter().collect();
+    sorted.sort();
+    let mut data = url.to_owned();
+    for (name, value) in sorted {
+        data.push_str(name);
+        data.push_str(value);
+    }
+    match Hmac::<sha1::Sha1>::new_from_slice(auth_token.as_bytes()) {
+        Ok(mut mac) => {
+            mac.update(data.as_bytes());
+            STANDARD.encode(mac.finalize().into_bytes())
+        }
+        Err(_) => String::new(),
+    }
 }

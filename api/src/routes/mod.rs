@@ -3,6 +3,7 @@
 pub mod ops;
 pub mod page;
 pub mod passport;
+pub mod receipts;
 
 use axum::{
     Router,
@@ -17,6 +18,7 @@ pub fn router() -> Router<AppState> {
         .route("/passport/image_code", get(passport::image_code))
         .route("/passport/sms_code", post(passport::sms_code))
         .route("/passport/register", post(passport::register))
+        .route("/receipts/{provider}", post(receipts::receipt))
         .route("/", get(page::signup))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

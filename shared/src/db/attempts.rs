@@ -97,6 +97,10 @@ pub struct ProviderStats {
     pub recipient: i64,
     /// Per-number frequency limits.
     pub number_limited: i64,
+    /// Accepted calls the provider reported delivered.
+    pub delivered: i64,
+    /// Accepted calls the provider reported undelivered.
+    pub undelivered: i64,
     /// Median latency, ms.
     pub p50_ms: f64,
     /// 95th percentile latency, ms.
@@ -115,6 +119,8 @@ pub async fn stats_by_provider(db: impl PgExecutor<'_>, since: Duration) -> Resu
                count(*) filter (where outcome = 'provider') as provider_side,
                count(*) filter (where outcome = 'recipient') as recipient,
                count(*) filter (where outcome = 'number_limited') as number_limited,
+               count(*) filter (where receipt_status = 'delivered') as delivered,
+               count(*) filter (where receipt_status = 'undelivered') as undelivered,
                percentile_cont(0.5) within group (order by latency_ms) as p50_ms,
                percentile_cont(0.95) within group (order by latency_ms) as p95_ms
         from sms_attempts

@@ -92,6 +92,10 @@ pub struct Delivery {
     pub updated_at: DateTime<Utc>,
     /// When the provider accepted it.
     pub sent_at: Option<DateTime<Utc>>,
+    /// When its provider reported it delivered.
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// When a register used its code.
+    pub verified_at: Option<DateTime<Utc>>,
     /// The delivery this one replays.
     pub replay_of: Option<Uuid>,
     /// HMAC of job id and code under `CODE_DIGEST_KEY` (never printed).

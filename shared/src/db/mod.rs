@@ -4,9 +4,11 @@
 //! - [`users`]: the registered mobiles.
 //! - [`deliveries`]: `sms_deliveries`, one row per send job.
 //! - [`attempts`]: `sms_attempts`, one row per provider call.
+//! - [`receipts`]: delivery reports and conversions on those rows, and the funnel they make.
 
 pub mod attempts;
 pub mod deliveries;
+pub mod receipts;
 pub mod users;
 
 use std::{future::Future, str::FromStr, time::Duration};
