@@ -1,9 +1,11 @@
 //! The bare end-to-end bound: what this machine can deliver with the same primitives as
-//! api + workers and as little code as possible around them. Per message: a confirmed
-//! publish (at the api's concurrency), a consume (one connection per "worker", the same
-//! prefetch), a Redis GET of the code, the same provider call to the same fake, one
-//! PostgreSQL insert, an ack. No retry queues, no idempotency, no digest, no metrics, no
-//! logs: the real pipeline's overhead is what the ratio to this measures.
+//! api + workers and as little code as possible around them. Per message, on the producer
+//! side (at the api's concurrency, as the bare pipeline does it): GETDEL of a captcha, the
+//! SELECT of the user, SET EX of the code, a confirmed publish; on the consumer side (one
+//! connection per worker, the same prefetch): a Redis GET of the code, the same provider
+//! call to the same fake, one PostgreSQL insert, an ack. No HTTP, no retry queues, no
+//! idempotency, no digest, no rate limits, no metrics, no logs: the real pipeline's overhead
+//! is what the ratio to this measures.
 
 use std::{
     sync::{
@@ -28,6 +30,8 @@ use shared::domain::{Mobile, Recipient, SmsCode};
 use tests::ccp_fake::CcpFake;
 
 use crate::Result;
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// One bare run's shape.
 pub struct Shape {
@@ -61,10 +65,10 @@ pub async fn run(
     .await?;
     let prefix = settings.redis_key_prefix.clone();
     let mobiles: Arc<Vec<String>> = Arc::new((0..shape.n).map(|i| format!("136{i:08}")).collect());
-    for chunk in mobiles.chunks(1000) {
+    for chunk in (0..shape.n).collect::<Vec<_>>().chunks(1000) {
         let mut pipe = redis::pipe();
-        for m in chunk {
-            pipe.set_ex(format!("{prefix}SMS_{m}"), "123456", 600).ignore();
+        for i in chunk {
+            pipe.set_ex(format!("{prefix}ImageCode_bare_{i}"), "ABCD", 600).ignore();
         }
         let () = pipe.query_async(redis).await?;
     }
@@ -131,12 +135,22 @@ pub async fn run(
     let publishers: Vec<_> = (0..shape.concurrency)
         .map(|_| {
             let (channel, next, queue, n) = (publisher.clone(), next.clone(), queue.clone(), shape.n);
+            let (db, mut redis, mobiles, prefix) = (db.clone(), redis.clone(), mobiles.clone(), prefix.clone());
             tokio::spawn(async move {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= n {
-                        return Ok::<(), lapin::Error>(());
+                    let Some(mobile) = mobiles.get(i).filter(|_| i < n) else {
+                        return Ok::<(), Error>(());
+                    };
+                    let captcha: Option<String> = redis.get_del(format!("{prefix}ImageCode_bare_{i}")).await?;
+                    let taken: bool = sqlx::query_scalar("select exists (select 1 from users where mobile = $1)")
+                        .bind(mobile.as_str())
+                        .fetch_one(&db)
+                        .await?;
+                    if captcha.is_none() || taken {
+                        return Err("bare end to end: a captcha was missing or a mobile taken".into());
                     }
+                    let () = redis.set_ex(format!("{prefix}SMS_{mobile}"), "123456", 600).await?;
                     let properties = BasicProperties::default().with_delivery_mode(2);
                     let options = BasicPublishOptions { mandatory: true, ..Default::default() };
                     channel

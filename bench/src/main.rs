@@ -230,6 +230,21 @@ fn spawn_self(role: &str, env: &HashMap<String, String>, extra: &[(&str, String)
         .spawn()?)
 }
 
+/// CPU time a process has used so far (user + system), in seconds (Linux clock ticks of
+/// 1/100 s).
+fn cpu_secs(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which is in parentheses and may hold spaces.
+            let rest = s.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+            Some(ticks / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
 /// Peak resident set size of a process (VmHWM), in MiB.
 fn peak_rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -329,7 +344,7 @@ async fn orchestrate(args: Args) -> Result {
     };
     let e2e_bound = bare_e2e::run(&shape, &state.settings, provider, &fake, &mut redis).await?;
     println!(
-        "   bare end to end, {} consumers × prefetch {}  {e2e_bound:>6.0} msg/s   (publish+confirm, consume, GET, provider call, INSERT, ack)",
+        "   bare end to end, {} consumers × prefetch {}  {e2e_bound:>6.0} msg/s   (GETDEL, SELECT, SET EX, publish+confirm; consume, GET, provider call, INSERT, ack)",
         args.workers, args.prefetch
     );
 
@@ -345,6 +360,7 @@ async fn orchestrate(args: Args) -> Result {
         0.9 * ceiling,
         drain_rate / ceiling
     );
+    println!("   its CPU: {:.0} µs per message", cpu_secs(worker.id()) / n as f64 * 1e6);
     stop(worker);
 
     // 3. The api: alone first (the ratio to the bare pipeline), then with `workers` workers
@@ -371,8 +387,11 @@ async fn orchestrate(args: Args) -> Result {
         }
     };
     seed_captchas(&mut redis, &prefix, 3, n).await?;
+    let cpu_before = cpu_secs(api.id());
     let alone = closed_loop(n, args.concurrency, post(pool.clone(), 3)).await;
+    let api_cpu_us = (cpu_secs(api.id()) - cpu_before) / n as f64 * 1e6;
     println!("{}", alone.line("3. api alone, closed loop"));
+    println!("   its CPU: {api_cpu_us:.0} µs per request");
 
     // 4. Half of the api's throughput, open loop, still without workers.
     seed_captchas(&mut redis, &prefix, 4, n / 2).await?;

@@ -249,6 +249,7 @@ async fn numbers_are_routed_by_country() -> TestResult {
     vars.extend(twilio.env());
     vars.push(("SMS_PROVIDERS".into(), "ccp,twilio".into()));
     vars.push(("MOBILE_PATTERN".into(), r"^(1[3-9]\d{9}|\+\d{8,15})$".into()));
+    vars.push(("SMS_ALLOWED_COUNTRIES".into(), "86,1".into()));
     let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut app = TestApp::start(&pairs).await?;
     app.spawn_worker_from(app.settings.clone());
@@ -271,6 +272,7 @@ async fn a_number_no_provider_serves_fails_naming_its_country() -> TestResult {
     let ccp = CcpFake::start().await?;
     let mut vars = ccp.env();
     vars.push(("MOBILE_PATTERN".into(), r"^\+\d{8,15}$".into()));
+    vars.push(("SMS_ALLOWED_COUNTRIES".into(), "*".into()));
     let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut app = TestApp::start(&pairs).await?;
     app.spawn_worker_from(app.settings.clone());

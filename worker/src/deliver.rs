@@ -14,7 +14,7 @@ use shared::{
     db::{
         self,
         attempts::NewCall,
-        deliveries::{self, AttemptOutcome, AttemptStart, DeliveryStatus, NewAttempt},
+        deliveries::{AttemptOutcome, AttemptStart, DeliveryStatus},
     },
     domain::{Recipient, SmsCode},
     queue::{PublishError, SendJob},
@@ -22,6 +22,7 @@ use shared::{
 
 use crate::{
     backoff::Backoff,
+    recorder::{self, Start},
     retry::{self, Next},
     state::WorkerState,
 };
@@ -42,7 +43,7 @@ pub enum Outcome {
 
 /// How long past a round's own time budget a `sending` row must sit still before another
 /// handler may take it over (its handler is then taken to have died).
-const TAKEOVER_MARGIN: Duration = Duration::from_secs(5);
+pub(crate) const TAKEOVER_MARGIN: Duration = Duration::from_secs(5);
 
 /// The job could not be handled now because a dependency failed; nothing was sent after
 /// the failure, and the message must not be acked as done.
@@ -86,17 +87,18 @@ pub async fn deliver(state: &WorkerState, job: &SendJob) -> Result<Outcome, Deli
     let first = recipient.as_ref().ok().and_then(|r| state.router.first_for(r.country_code()));
     let digest_key = state.settings.code_digest_key.expose_secret().as_bytes();
     let digest = job.digest(digest_key);
-    let attempt = NewAttempt {
-        id: job.id,
-        mobile: job.mobile.as_str(),
-        template_id: job.template_id.as_deref().unwrap_or(state.settings.provider_template_id()),
-        provider: first.map_or("none", ProviderName::as_str),
-        code_digest: &digest,
-    };
     // Redis first: while it is down the job waits without spending an attempt.
     let live = live_code(state, job, digest_key).await?;
-    let takeover_after = state.router.round_budget() + TAKEOVER_MARGIN;
-    let start = recorded(state, || deliveries::start_attempt(&state.db, &attempt, takeover_after)).await?;
+    let start = recorded(state, || {
+        state.recorder.start(Start {
+            id: job.id,
+            mobile: job.mobile.as_str().to_owned(),
+            template_id: job.template_id.clone().unwrap_or_else(|| state.settings.provider_template_id().to_owned()),
+            provider: first.map_or("none", ProviderName::as_str),
+            code_digest: digest.clone(),
+        })
+    })
+    .await?;
     let attempts = match start {
         AttemptStart::Proceed { attempts } => attempts,
         AttemptStart::AlreadyFinal(status) => {
@@ -126,8 +128,15 @@ pub async fn deliver(state: &WorkerState, job: &SendJob) -> Result<Outcome, Deli
 
     // Recorded before the retry is queued: a crash in between redelivers this message,
     // which then counts one more attempt.
-    let owned =
-        recorded(state, || deliveries::finish_attempt(&state.db, job.id, attempts, &decision.record, &calls)).await?;
+    let owned = recorded(state, || {
+        state.recorder.finish(recorder::Outcome {
+            id: job.id,
+            attempt: attempts,
+            record: decision.record.clone(),
+            calls: calls.clone(),
+        })
+    })
+    .await?;
     if !owned {
         tracing::warn!("the row was taken over while this attempt ran; its outcome is not written");
         return Ok(Outcome::TakenOver);

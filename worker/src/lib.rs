@@ -4,6 +4,7 @@
 //! - `state`: `WorkerState`, what every delivery shares.
 //! - `consumer`: connection, prefetch, the consume loop and graceful shutdown.
 //! - `deliver`: one job, from the stale-code check to the recorded outcome.
+//! - `recorder`: the group commit of the sends' starts and outcomes.
 //! - `retry`: when to try again (pure); `backoff`: waiting out a dependency that is down.
 //! - `endpoints`: `/healthz`, `/readyz` and `/metrics` on `WORKER_METRICS_ADDR`.
 //!
@@ -13,6 +14,7 @@ mod backoff;
 mod consumer;
 mod deliver;
 mod endpoints;
+mod recorder;
 mod retry;
 mod state;
 

@@ -8,6 +8,8 @@ use shared::{Settings, StartError, db, keys::Keys, queue::Publisher};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::recorder::Recorder;
+
 /// Pools, the provider and configuration.
 pub struct WorkerState {
     /// Configuration.
@@ -16,6 +18,8 @@ pub struct WorkerState {
     pub keys: Keys,
     /// PostgreSQL pool.
     pub db: PgPool,
+    /// Writes the starts and outcomes of the sends in flight, batched (group commit).
+    pub recorder: Recorder,
     /// Redis connection.
     pub redis: ConnectionManager,
     /// The providers messages go out through, with failover and circuit breakers.
@@ -35,12 +39,14 @@ impl WorkerState {
         router: Router,
         shutdown: CancellationToken,
     ) -> Result<Self, StartError> {
-        // A send holds a connection only for two short statements, so a few serve many sends
-        // in flight; PostgreSQL's connection limit is shared by every worker and api.
+        // The sends in flight share two batched statements (the recorder) and a few
+        // retries' reads; PostgreSQL's connection limit is shared by every worker and api.
         let pool_size = u32::from(settings.worker_prefetch).min(16) + 2;
         let db = db::connect_and_migrate(&settings, pool_size).await?;
         let redis = shared::cache::connect(&settings)?;
+        let recorder = Recorder::spawn(db.clone(), router.round_budget() + crate::deliver::TAKEOVER_MARGIN);
         Ok(Self {
+            recorder,
             keys: Keys::from(settings.as_ref()),
             publisher: Publisher::new(settings.clone(), "smscode-worker-retry"),
             settings,

@@ -34,13 +34,13 @@ pub(crate) struct Columns<'a> {
 }
 
 impl<'a> Columns<'a> {
-    pub(crate) fn of(calls: &'a [NewCall]) -> Self {
+    pub(crate) fn of(calls: impl Iterator<Item = &'a NewCall> + Clone) -> Self {
         Self {
-            providers: calls.iter().map(|c| c.provider).collect(),
-            outcomes: calls.iter().map(|c| c.outcome).collect(),
-            errors: calls.iter().map(|c| c.error.as_deref()).collect(),
-            ids: calls.iter().map(|c| c.provider_message_id.as_deref()).collect(),
-            latencies: calls.iter().map(|c| i32::try_from(c.latency.as_millis()).unwrap_or(i32::MAX)).collect(),
+            providers: calls.clone().map(|c| c.provider).collect(),
+            outcomes: calls.clone().map(|c| c.outcome).collect(),
+            errors: calls.clone().map(|c| c.error.as_deref()).collect(),
+            ids: calls.clone().map(|c| c.provider_message_id.as_deref()).collect(),
+            latencies: calls.map(|c| i32::try_from(c.latency.as_millis()).unwrap_or(i32::MAX)).collect(),
         }
     }
 }

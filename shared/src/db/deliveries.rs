@@ -118,7 +118,7 @@ pub struct NewAttempt<'a> {
 }
 
 /// How an attempt may proceed.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttemptStart {
     /// The row is now `sending`; this is attempt number `attempts`.
     Proceed {
@@ -136,46 +136,73 @@ pub enum AttemptStart {
 /// and counts the attempt. A `sending` row is taken over only when it has not moved for
 /// `takeover_after` (longer than any live handler's round takes: its handler died);
 /// otherwise it is reported in flight. A row already final is left alone and reported.
-#[tracing::instrument(skip_all, fields(job_id = %attempt.id))]
 pub async fn start_attempt(
     db: &PgPool,
     attempt: &NewAttempt<'_>,
     takeover_after: Duration,
 ) -> Result<AttemptStart, sqlx::Error> {
-    let attempts: Option<i32> = sqlx::query_scalar(
+    let mut started = start_attempts(db, std::slice::from_ref(attempt), takeover_after).await?;
+    started.pop().ok_or_else(|| sqlx::Error::Protocol("start_attempts returned no row".into()))
+}
+
+/// [`start_attempt`] for many jobs in one statement (the worker's group commit): one answer
+/// per attempt, in order. The ids must be distinct (PostgreSQL refuses to update a row twice
+/// in one statement).
+#[tracing::instrument(skip_all, fields(jobs = attempts.len()))]
+pub async fn start_attempts(
+    db: &PgPool,
+    attempts: &[NewAttempt<'_>],
+    takeover_after: Duration,
+) -> Result<Vec<AttemptStart>, sqlx::Error> {
+    // A row that was neither inserted nor updated is reported with the status this
+    // statement's snapshot saw; none when another handler inserted it meanwhile (it is in
+    // flight there).
+    let rows: Vec<(Uuid, Option<i32>, Option<DeliveryStatus>)> = sqlx::query_as(
         r#"
-        insert into sms_deliveries (id, mobile, template_id, provider, status, attempts, code_digest)
-        values ($1, $2, $3, $4, 'sending', 1, $5)
-        on conflict (id) do update
-        set status = 'sending', attempts = sms_deliveries.attempts + 1, provider = excluded.provider, updated_at = now()
-        where sms_deliveries.status = 'retrying'
-           or (sms_deliveries.status = 'sending' and sms_deliveries.updated_at < now() - $6::interval)
-        returning attempts
+        with input as (
+            select * from unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[])
+                as i (id, mobile, template_id, provider, code_digest)
+        ), started as (
+            insert into sms_deliveries (id, mobile, template_id, provider, status, attempts, code_digest)
+            select id, mobile, template_id, provider, 'sending', 1, code_digest from input
+            on conflict (id) do update
+            set status = 'sending', attempts = sms_deliveries.attempts + 1, provider = excluded.provider,
+                updated_at = now()
+            where sms_deliveries.status = 'retrying'
+               or (sms_deliveries.status = 'sending' and sms_deliveries.updated_at < now() - $6::interval)
+            returning id, attempts
+        )
+        select input.id, started.attempts, existing.status
+        from input
+        left join started on started.id = input.id
+        left join sms_deliveries existing on existing.id = input.id and started.id is null
         "#,
     )
-    .bind(attempt.id)
-    .bind(attempt.mobile)
-    .bind(attempt.template_id)
-    .bind(attempt.provider)
-    .bind(attempt.code_digest)
+    .bind(attempts.iter().map(|a| a.id).collect::<Vec<_>>())
+    .bind(attempts.iter().map(|a| a.mobile).collect::<Vec<_>>())
+    .bind(attempts.iter().map(|a| a.template_id).collect::<Vec<_>>())
+    .bind(attempts.iter().map(|a| a.provider).collect::<Vec<_>>())
+    .bind(attempts.iter().map(|a| a.code_digest).collect::<Vec<_>>())
     .bind(PgInterval::try_from(takeover_after).unwrap_or(PgInterval { months: 0, days: 1, microseconds: 0 }))
-    .fetch_optional(db)
+    .fetch_all(db)
     .await?;
-    if let Some(attempts) = attempts {
-        return Ok(AttemptStart::Proceed { attempts });
-    }
-    let status: DeliveryStatus = sqlx::query_scalar(
-        r#"
-        select status from sms_deliveries where id = $1
-        "#,
-    )
-    .bind(attempt.id)
-    .fetch_one(db)
-    .await?;
-    Ok(match status {
-        DeliveryStatus::Sending | DeliveryStatus::Retrying => AttemptStart::InFlight,
-        done => AttemptStart::AlreadyFinal(done),
-    })
+    let by_id: std::collections::HashMap<Uuid, AttemptStart> = rows
+        .into_iter()
+        .map(|(id, attempts, status)| {
+            let start = match (attempts, status) {
+                (Some(attempts), _) => AttemptStart::Proceed { attempts },
+                (None, None | Some(DeliveryStatus::Sending | DeliveryStatus::Retrying)) => AttemptStart::InFlight,
+                (None, Some(done)) => AttemptStart::AlreadyFinal(done),
+            };
+            (id, start)
+        })
+        .collect();
+    attempts
+        .iter()
+        .map(|a| {
+            by_id.get(&a.id).cloned().ok_or_else(|| sqlx::Error::Protocol(format!("no start row for job {}", a.id)))
+        })
+        .collect()
 }
 
 /// The outcome of one attempt, as recorded.
@@ -192,13 +219,24 @@ pub struct AttemptOutcome {
     pub last_error: Option<String>,
 }
 
-/// Records the outcome of attempt `attempt` and its provider calls, in one statement (one
-/// round trip, atomic like a transaction: PostgreSQL runs a statement's data-modifying CTEs
-/// together or not at all). Must be committed before the job is acked. The status is written
-/// only if the row is still this attempt's (`sending`, `attempts` = `attempt`): a handler that
-/// was taken over, or a row that smsctl changed, does not overwrite it. Returns whether it
-/// was.
-#[tracing::instrument(skip_all, fields(job_id = %id, status = outcome.status.as_str()))]
+/// One attempt's outcome to record: the delivery, its attempt number, what came of it and
+/// the provider calls it made.
+#[derive(Debug, Clone, Copy)]
+pub struct Finish<'a> {
+    /// The job id.
+    pub id: Uuid,
+    /// The attempt number [`start_attempt`] gave.
+    pub attempt: i32,
+    /// What came of it.
+    pub outcome: &'a AttemptOutcome,
+    /// The provider calls it made, in order.
+    pub calls: &'a [NewCall],
+}
+
+/// Records the outcome of attempt `attempt` and its provider calls. Must be committed before
+/// the job is acked. The status is written only if the row is still this attempt's
+/// (`sending`, `attempts` = `attempt`): a handler that was taken over, or a row that smsctl
+/// changed, does not overwrite it. Returns whether it was.
 pub async fn finish_attempt(
     db: &PgPool,
     id: Uuid,
@@ -206,44 +244,69 @@ pub async fn finish_attempt(
     outcome: &AttemptOutcome,
     calls: &[NewCall],
 ) -> Result<bool, sqlx::Error> {
-    let calls = attempts::Columns::of(calls);
+    let owned = finish_attempts(db, &[Finish { id, attempt, outcome, calls }]).await?;
+    Ok(owned.first().copied().unwrap_or(false))
+}
+
+/// [`finish_attempt`] for many attempts in one statement (one round trip, atomic like a
+/// transaction: PostgreSQL runs a statement's data-modifying CTEs together or not at all):
+/// whether each was written, in order. The ids must be distinct.
+#[tracing::instrument(skip_all, fields(jobs = finishes.len()))]
+pub async fn finish_attempts(db: &PgPool, finishes: &[Finish<'_>]) -> Result<Vec<bool>, sqlx::Error> {
+    let mut call_ids = Vec::new();
+    let mut call_attempts = Vec::new();
+    let mut all_calls = Vec::new();
+    for finish in finishes {
+        for call in finish.calls {
+            call_ids.push(finish.id);
+            call_attempts.push(finish.attempt);
+            all_calls.push(call);
+        }
+    }
+    let calls = attempts::Columns::of(all_calls.iter().copied());
     // The calls were made whoever owns the row now: they are recorded either way.
-    let updated: bool = sqlx::query_scalar(
+    let owned: Vec<Uuid> = sqlx::query_scalar(
         r#"
-        with updated as (
-            update sms_deliveries
-            set status = $2,
-                provider_message_id = coalesce($3, provider_message_id),
-                last_error = $4,
-                provider = coalesce($5, provider),
-                sent_at = case when $2 = 'sent' then now() else sent_at end,
+        with input as (
+            select * from unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[], $6::text[])
+                as i (id, attempt, status, provider_message_id, last_error, provider)
+        ), updated as (
+            update sms_deliveries d
+            set status = input.status,
+                provider_message_id = coalesce(input.provider_message_id, d.provider_message_id),
+                last_error = input.last_error,
+                provider = coalesce(input.provider, d.provider),
+                sent_at = case when input.status = 'sent' then now() else d.sent_at end,
                 updated_at = now()
-            where id = $1 and status = 'sending' and attempts = $6
-            returning 1
+            from input
+            where d.id = input.id and d.status = 'sending' and d.attempts = input.attempt
+            returning d.id
         ), calls as (
             insert into sms_attempts (delivery_id, attempt, provider, outcome, error, provider_message_id, latency_ms)
-            select $1, $6, provider, outcome, error, provider_message_id, latency_ms
-            from unnest($7::text[], $8::text[], $9::text[], $10::text[], $11::int[])
-                with ordinality as c (provider, outcome, error, provider_message_id, latency_ms, n)
+            select delivery_id, attempt, provider, outcome, error, provider_message_id, latency_ms
+            from unnest($7::uuid[], $8::int[], $9::text[], $10::text[], $11::text[], $12::text[], $13::int[])
+                with ordinality as c (delivery_id, attempt, provider, outcome, error, provider_message_id, latency_ms, n)
             order by n
         )
-        select exists (select 1 from updated)
+        select id from updated
         "#,
     )
-    .bind(id)
-    .bind(outcome.status)
-    .bind(outcome.provider_message_id.as_deref())
-    .bind(outcome.last_error.as_deref())
-    .bind(outcome.provider.map(ProviderName::as_str))
-    .bind(attempt)
+    .bind(finishes.iter().map(|f| f.id).collect::<Vec<_>>())
+    .bind(finishes.iter().map(|f| f.attempt).collect::<Vec<_>>())
+    .bind(finishes.iter().map(|f| f.outcome.status.as_str()).collect::<Vec<_>>())
+    .bind(finishes.iter().map(|f| f.outcome.provider_message_id.as_deref()).collect::<Vec<_>>())
+    .bind(finishes.iter().map(|f| f.outcome.last_error.as_deref()).collect::<Vec<_>>())
+    .bind(finishes.iter().map(|f| f.outcome.provider.map(ProviderName::as_str)).collect::<Vec<_>>())
+    .bind(call_ids)
+    .bind(call_attempts)
     .bind(calls.providers)
     .bind(calls.outcomes)
     .bind(calls.errors)
     .bind(calls.ids)
     .bind(calls.latencies)
-    .fetch_one(db)
+    .fetch_all(db)
     .await?;
-    Ok(updated)
+    Ok(finishes.iter().map(|f| owned.contains(&f.id)).collect())
 }
 
 /// Which deliveries to list.

@@ -73,8 +73,27 @@ pub async fn connect(settings: &Settings, max_connections: u32) -> Result<PgPool
     pool_options(settings, max_connections).connect(&settings.database_url).await
 }
 
+/// A pooled connection idle this long is pinged before it is handed out: long enough idle
+/// to have been cut (a server restart, a firewall's or a pooler's idle timeout).
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(5);
+
 fn pool_options(settings: &Settings, max_connections: u32) -> PgPoolOptions {
-    PgPoolOptions::new().max_connections(max_connections).acquire_timeout(settings.dependency_timeout)
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(settings.dependency_timeout)
+        // sqlx pings every connection it hands out by default: one more round trip per
+        // statement, half of PostgreSQL's messages under load. Only a connection that sat
+        // idle is checked; a busy one that died fails its statement, which the api answers
+        // 4001 and the worker retries (`is_unavailable`), and the pool drops it.
+        .test_before_acquire(false)
+        .before_acquire(|connection, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    sqlx::Connection::ping(connection).await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 /// Runs a query, giving up after `limit` (`DEPENDENCY_TIMEOUT_MS`) as if the pool had timed
