@@ -223,6 +223,89 @@ async fn a_handler_that_was_taken_over_does_not_overwrite_the_outcome() -> TestR
     app.cleanup().await
 }
 
+/// The worker's group commit: one statement answers each row of a batch as the one-row form
+/// would, whatever else the batch holds.
+#[tokio::test]
+async fn a_batch_of_starts_and_outcomes_answers_each_job_as_alone() -> TestResult {
+    use shared::db::{
+        attempts::NewCall,
+        deliveries::{self, AttemptOutcome, AttemptStart, DeliveryStatus, Finish, NewAttempt},
+    };
+    let app = TestApp::start(&[]).await?;
+    let window = Duration::from_secs(60);
+    let ids: Vec<uuid::Uuid> = (0..4).map(|_| uuid::Uuid::new_v4()).collect();
+    let mobiles: Vec<String> = (0..4).map(|_| random_mobile()).collect();
+    let attempt =
+        |i: usize| NewAttempt { id: ids[i], mobile: &mobiles[i], template_id: "1", provider: "ccp", code_digest: "d" };
+    // Job 1 is being sent, job 2 waits for a retry, job 3 is done; job 0 is new.
+    for i in 1..4 {
+        deliveries::start_attempt(&app.db, &attempt(i), window).await?;
+    }
+    for (i, status) in [(2, "retrying"), (3, "sent")] {
+        sqlx::query("update sms_deliveries set status = $2 where id = $1")
+            .bind(ids[i])
+            .bind(status)
+            .execute(&app.db)
+            .await?;
+    }
+    let batch: Vec<NewAttempt<'_>> = (0..4).map(attempt).collect();
+    assert_eq!(
+        deliveries::start_attempts(&app.db, &batch, window).await?,
+        [
+            AttemptStart::Proceed { attempts: 1 },
+            AttemptStart::InFlight,
+            AttemptStart::Proceed { attempts: 2 },
+            AttemptStart::AlreadyFinal(DeliveryStatus::Sent),
+        ]
+    );
+
+    let sent = AttemptOutcome {
+        status: DeliveryStatus::Sent,
+        provider: Some(shared::config::ProviderName::Ccp),
+        provider_message_id: Some("m0".into()),
+        last_error: None,
+    };
+    let call = NewCall {
+        provider: "ccp",
+        outcome: "sent",
+        error: None,
+        provider_message_id: Some("m0".into()),
+        latency: Duration::from_millis(7),
+    };
+    let retrying = AttemptOutcome {
+        status: DeliveryStatus::Retrying,
+        provider_message_id: None,
+        last_error: Some("ccp http 500".into()),
+        ..sent.clone()
+    };
+    let calls = [call];
+    let finishes = [
+        Finish { id: ids[0], attempt: 1, outcome: &sent, calls: &calls },
+        // Attempt 1 of job 2 is not the row's attempt any more (2 is): not written.
+        Finish { id: ids[2], attempt: 1, outcome: &retrying, calls: &[] },
+        Finish { id: ids[2], attempt: 2, outcome: &retrying, calls: &[] },
+    ];
+    // Distinct ids per batch: the stale attempt goes alone first, then the live one.
+    assert_eq!(deliveries::finish_attempts(&app.db, &finishes[..2]).await?, [true, false]);
+    assert_eq!(deliveries::finish_attempts(&app.db, &finishes[2..]).await?, [true]);
+    let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+        "select d.status, d.provider_message_id, (select count(*) from sms_attempts a where a.delivery_id = d.id) \
+         from sms_deliveries d where d.id = any($1) order by array_position($1, d.id)",
+    )
+    .bind(&ids[..3])
+    .fetch_all(&app.db)
+    .await?;
+    assert_eq!(
+        rows,
+        [
+            ("sent".to_owned(), Some("m0".to_owned()), 1),
+            ("sending".to_owned(), None, 0),
+            ("retrying".to_owned(), None, 0),
+        ]
+    );
+    app.cleanup().await
+}
+
 /// Messages ready in this test's dead-letter queue.
 async fn dead_letters(app: &TestApp) -> Option<u32> {
     let (connection, channel) = app.amqp().await.ok()?;
