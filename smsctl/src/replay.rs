@@ -3,8 +3,8 @@
 
 use std::{sync::Arc, time::Duration};
 
-use redis::aio::ConnectionManager;
 use secrecy::ExposeSecret;
+use shared::cache::Redis;
 use shared::{
     Settings, StartError,
     db::deliveries::{self, Delivery, DeliveryStatus, NewReplay},
@@ -18,7 +18,7 @@ use uuid::Uuid;
 /// What replays need: the database, the live codes in Redis and the broker.
 pub struct Replayer {
     db: PgPool,
-    redis: ConnectionManager,
+    redis: Redis,
     keys: Keys,
     publisher: Publisher,
     digest_key: Vec<u8>,

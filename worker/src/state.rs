@@ -3,7 +3,7 @@
 use std::sync::{Arc, atomic::AtomicBool};
 
 use providers::Router;
-use redis::aio::ConnectionManager;
+use shared::cache::Redis;
 use shared::{Settings, StartError, db, keys::Keys, queue::Publisher};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +17,7 @@ pub struct WorkerState {
     /// PostgreSQL pool.
     pub db: PgPool,
     /// Redis connection.
-    pub redis: ConnectionManager,
+    pub redis: Redis,
     /// The providers messages go out through, with failover and circuit breakers.
     pub router: Router,
     /// Publishes retries to the delay queues.

@@ -17,7 +17,7 @@ use lapin::{
 use rand::Rng;
 use uuid::Uuid;
 
-use super::{connection::connect, job::SendJob, topology::Topology};
+use super::{connection::Nodes, job::SendJob, topology::Topology};
 use crate::Settings;
 
 /// Why a job was not queued.
@@ -45,7 +45,12 @@ pub enum PublishError {
 /// One connection with a few confirm-mode channels, shared by every request (a lapin
 /// channel takes concurrent publishes and resolves each confirm on its own): nothing is
 /// opened per publish. The connection is opened on first use and again after it dies,
-/// declaring the topology each time.
+/// to the next node of `AMQP_URL` that answers, declaring the topology each time.
+///
+/// A publish whose connection dies before its confirm arrives is published once more, on
+/// the new connection, if the budget allows: the first copy may or may not have reached the
+/// queue, and a second copy with the same job id is harmless, since the worker sends a job
+/// id at most once. Success is still only ever reported for a confirmed copy.
 #[derive(Clone)]
 pub struct Publisher {
     inner: Arc<PublisherInner>,
@@ -54,6 +59,7 @@ pub struct Publisher {
 struct PublisherInner {
     settings: Arc<Settings>,
     topology: Topology,
+    nodes: Nodes,
     name: String,
     live: std::sync::RwLock<Option<Live>>,
     /// Held while (re)connecting, so that one task connects and the others wait for it.
@@ -81,6 +87,7 @@ impl Publisher {
         let topology = Topology::new(&settings);
         Self {
             inner: Arc::new(PublisherInner {
+                nodes: Nodes::new(&settings),
                 settings,
                 topology,
                 name: name.to_owned(),
@@ -123,7 +130,18 @@ impl Publisher {
     async fn publish_with_key(&self, key: &str, job: &SendJob, expiration_ms: Option<u64>) -> Result<(), PublishError> {
         let payload = serde_json::to_vec(job)?;
         let limit = self.inner.settings.dependency_timeout;
-        match tokio::time::timeout(limit, self.publish_bytes(key, &payload, job.id, expiration_ms)).await {
+        let attempts = async {
+            match self.publish_bytes(key, &payload, job.id, expiration_ms).await {
+                // The connection or channel died under the publish (a node went away): once
+                // more, on whichever node answers now.
+                Err(PublishError::Broker(e)) if self.inner.nodes.len() > 1 => {
+                    tracing::warn!(error = %e, "broker connection lost during a publish; publishing again");
+                    self.publish_bytes(key, &payload, job.id, expiration_ms).await
+                }
+                other => other,
+            }
+        };
+        match tokio::time::timeout(limit, attempts).await {
             Ok(result) => result,
             Err(_) => Err(PublishError::Timeout(limit)),
         }
@@ -206,12 +224,12 @@ impl Publisher {
     }
 
     async fn open(&self) -> Result<Live, lapin::Error> {
-        let connection = connect(&self.inner.settings, &self.inner.name).await?;
+        let connection = self.inner.nodes.connect(&self.inner.settings, &self.inner.name).await?;
         let mut channels = Vec::with_capacity(CHANNELS);
         for _ in 0..CHANNELS {
             let channel = connection.create_channel().await?;
             if channels.is_empty() {
-                self.inner.topology.declare(&channel).await?;
+                self.inner.topology.declare(&connection, &channel).await?;
             }
             channel.confirm_select(ConfirmSelectOptions::default()).await?;
             channels.push(channel);
