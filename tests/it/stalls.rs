@@ -199,24 +199,25 @@ async fn smsctl_requeues_a_delivery_whose_job_was_lost_while_its_code_is_live() 
 async fn a_handler_that_was_taken_over_does_not_overwrite_the_outcome() -> TestResult {
     use shared::db::deliveries::{self, AttemptOutcome, AttemptStart, DeliveryStatus, NewAttempt};
     let app = TestApp::start(&[]).await?;
+    let db = shared::db::Db::from(app.db.clone());
     let (id, mobile) = (uuid::Uuid::new_v4(), random_mobile());
     let attempt = NewAttempt { id, mobile: &mobile, template_id: "1", provider: "ccp", code_digest: "d" };
     let window = Duration::from_secs(60);
-    assert_eq!(deliveries::start_attempt(&app.db, &attempt, window).await?, AttemptStart::Proceed { attempts: 1 });
+    assert_eq!(deliveries::start_attempt(&db, &attempt, window).await?, AttemptStart::Proceed { attempts: 1 });
     // A redelivery while the first handler is live is told to wait, not to send.
-    assert_eq!(deliveries::start_attempt(&app.db, &attempt, window).await?, AttemptStart::InFlight);
+    assert_eq!(deliveries::start_attempt(&db, &attempt, window).await?, AttemptStart::InFlight);
     // The first handler stalled past the window; a second one took the row over and sent it.
     sqlx::query("update sms_deliveries set updated_at = now() - interval '2 minutes' where id = $1")
         .bind(id)
         .execute(&app.db)
         .await?;
-    assert_eq!(deliveries::start_attempt(&app.db, &attempt, window).await?, AttemptStart::Proceed { attempts: 2 });
+    assert_eq!(deliveries::start_attempt(&db, &attempt, window).await?, AttemptStart::Proceed { attempts: 2 });
     let sent =
         AttemptOutcome { status: DeliveryStatus::Sent, provider: None, provider_message_id: None, last_error: None };
-    assert!(deliveries::finish_attempt(&app.db, id, 2, &sent, &[]).await?);
+    assert!(deliveries::finish_attempt(&db, id, 2, &sent, &[]).await?);
     // The stalled first handler comes back with a failure: it must not overwrite `sent`.
     let late = AttemptOutcome { status: DeliveryStatus::Retrying, last_error: Some("late".into()), ..sent.clone() };
-    assert!(!deliveries::finish_attempt(&app.db, id, 1, &late, &[]).await?);
+    assert!(!deliveries::finish_attempt(&db, id, 1, &late, &[]).await?);
     let status: String =
         sqlx::query_scalar("select status from sms_deliveries where id = $1").bind(id).fetch_one(&app.db).await?;
     assert_eq!(status, "sent");

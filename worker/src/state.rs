@@ -4,8 +4,8 @@ use std::sync::{Arc, atomic::AtomicBool};
 
 use providers::Router;
 use shared::cache::Redis;
+use shared::db::Db;
 use shared::{Settings, StartError, db, keys::Keys, queue::Publisher};
-use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 /// Pools, the provider and configuration.
@@ -15,7 +15,7 @@ pub struct WorkerState {
     /// Redis key builders.
     pub keys: Keys,
     /// PostgreSQL pool.
-    pub db: PgPool,
+    pub db: Db,
     /// Redis connection.
     pub redis: Redis,
     /// The providers messages go out through, with failover and circuit breakers.

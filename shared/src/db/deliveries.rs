@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 use sqlx::{
-    Decode, Encode, PgExecutor, PgPool, Postgres, Type,
+    Decode, Encode, PgExecutor, Postgres, Type,
     encode::IsNull,
     error::BoxDynError,
     postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef, types::PgInterval},
@@ -134,7 +134,7 @@ pub enum AttemptStart {
 /// otherwise it is reported in flight. A row already final is left alone and reported.
 #[tracing::instrument(skip_all, fields(job_id = %attempt.id))]
 pub async fn start_attempt(
-    db: &PgPool,
+    db: &super::Db,
     attempt: &NewAttempt<'_>,
     takeover_after: Duration,
 ) -> Result<AttemptStart, sqlx::Error> {
@@ -194,7 +194,7 @@ pub struct AttemptOutcome {
 /// that smsctl changed, does not overwrite it. Returns whether it was.
 #[tracing::instrument(skip_all, fields(job_id = %id, status = outcome.status.as_str()))]
 pub async fn finish_attempt(
-    db: &PgPool,
+    db: &super::Db,
     id: Uuid,
     attempt: i32,
     outcome: &AttemptOutcome,

@@ -4,16 +4,21 @@
 //! - [`users`]: the registered mobiles.
 //! - [`deliveries`]: `sms_deliveries`, one row per send job.
 //! - [`attempts`]: `sms_attempts`, one row per provider call.
+//! - [`Db`] (`handle.rs`): the pool, fit for a transaction pooler when
+//!   `DATABASE_PREPARED_STATEMENTS=false`.
 
 pub mod attempts;
 pub mod deliveries;
+mod handle;
 pub mod users;
+
+pub use handle::Db;
 
 use std::{future::Future, str::FromStr, time::Duration};
 
 use chrono::{DateTime, Utc};
 use sqlx::{
-    PgPool, Postgres,
+    Postgres,
     migrate::MigrateDatabase,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
@@ -33,7 +38,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// its acquire timeout: each is bounded by `DEPENDENCY_TIMEOUT_MS`, so that a server that
 /// accepts the connection but never answers (a blackholed address, a hung server) stops
 /// start-up with an error instead of hanging it.
-pub async fn connect_and_migrate(settings: &Settings, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+pub async fn connect_and_migrate(settings: &Settings, max_connections: u32) -> Result<Db, sqlx::Error> {
     let url = &settings.database_migration_url;
     let limit = settings.dependency_timeout;
     if !at_start_up(limit, "checking that the database exists", Postgres::database_exists(url)).await? {
@@ -45,15 +50,16 @@ pub async fn connect_and_migrate(settings: &Settings, max_connections: u32) -> R
         }
     }
     let pool = pool_options(settings, max_connections).idle_timeout(Duration::from_secs(300));
-    if settings.database_migration_url == settings.database_url {
+    if settings.database_migration_url == settings.database_url && settings.database_prepared_statements {
         let pool = pool.connect_with(connect_options(settings, url)?).await?;
         MIGRATOR.run(&pool).await?;
-        return Ok(pool);
+        return Ok(Db::new(pool, settings));
     }
     let direct = pool_options(settings, 1).connect_with(PgConnectOptions::from_str(url)?).await?;
     MIGRATOR.run(&direct).await?;
     direct.close().await;
-    pool.connect_with(connect_options(settings, &settings.database_url)?).await
+    let pool = pool.connect_with(connect_options(settings, &settings.database_url)?).await?;
+    Ok(Db::new(pool, settings))
 }
 
 /// The options of the pool's connections to `url`: without the named-statement cache when
@@ -61,6 +67,10 @@ pub async fn connect_and_migrate(settings: &Settings, max_connections: u32) -> R
 fn connect_options(settings: &Settings, url: &str) -> Result<PgConnectOptions, sqlx::Error> {
     let options = PgConnectOptions::from_str(url)?;
     Ok(if settings.database_prepared_statements { options } else { options.statement_cache_capacity(0) })
+}
+
+fn pool_options(settings: &Settings, max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new().max_connections(max_connections).acquire_timeout(settings.dependency_timeout)
 }
 
 /// Runs one start-up step against PostgreSQL, failing with an I/O "timed out" error naming
@@ -81,12 +91,11 @@ async fn at_start_up<T>(
 
 /// Connects to an existing, migrated database without migrating it (smsctl: a short-lived
 /// command that only reads and writes a few rows).
-pub async fn connect(settings: &Settings, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    pool_options(settings, max_connections).connect_with(connect_options(settings, &settings.database_url)?).await
-}
-
-fn pool_options(settings: &Settings, max_connections: u32) -> PgPoolOptions {
-    PgPoolOptions::new().max_connections(max_connections).acquire_timeout(settings.dependency_timeout)
+pub async fn connect(settings: &Settings, max_connections: u32) -> Result<Db, sqlx::Error> {
+    let pool = pool_options(settings, max_connections)
+        .connect_with(connect_options(settings, &settings.database_url)?)
+        .await?;
+    Ok(Db::new(pool, settings))
 }
 
 /// Runs a query, giving up after `limit` (`DEPENDENCY_TIMEOUT_MS`) as if the pool had timed

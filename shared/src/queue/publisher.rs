@@ -71,7 +71,7 @@ struct PublisherInner {
 }
 
 struct Live {
-    _connection: Connection,
+    connection: Connection,
     channels: Vec<Channel>,
 }
 
@@ -132,10 +132,14 @@ impl Publisher {
         let limit = self.inner.settings.dependency_timeout;
         let attempts = async {
             match self.publish_bytes(key, &payload, job.id, expiration_ms).await {
-                // The connection or channel died under the publish (a node went away): once
-                // more, on whichever node answers now.
-                Err(PublishError::Broker(e)) if self.inner.nodes.len() > 1 => {
-                    tracing::warn!(error = %e, "broker connection lost during a publish; publishing again");
+                // The connection or channel died under the publish (a node went away), or the
+                // broker nacked it: once more, on a fresh connection to whichever node answers
+                // now. A channel opened while a quorum queue was electing its new leader keeps
+                // nacking that queue's messages until the lost node returns (RabbitMQ 3.10),
+                // so a nack drops the connection rather than reuse it.
+                Err(e @ (PublishError::Broker(_) | PublishError::Nacked)) if self.inner.nodes.len() > 1 => {
+                    tracing::warn!(error = %e, "publish failed on this broker connection; publishing again on a new one");
+                    self.drop_connection();
                     self.publish_bytes(key, &payload, job.id, expiration_ms).await
                 }
                 other => other,
@@ -215,6 +219,17 @@ impl Publisher {
         }
     }
 
+    /// Forgets the current connection (closing it in the background), so that the next
+    /// publish opens a new one.
+    fn drop_connection(&self) {
+        let live = self.inner.live.write().ok().and_then(|mut slot| slot.take());
+        if let Some(live) = live {
+            tokio::spawn(async move {
+                let _ = live.connection.close(200, "replaced after a failed publish".into()).await;
+            });
+        }
+    }
+
     /// The next live channel, round robin; `None` when there is no healthy connection.
     fn pick(&self) -> Option<Channel> {
         let live = self.inner.live.read().ok()?;
@@ -234,6 +249,6 @@ impl Publisher {
             channel.confirm_select(ConfirmSelectOptions::default()).await?;
             channels.push(channel);
         }
-        Ok(Live { _connection: connection, channels })
+        Ok(Live { connection, channels })
     }
 }

@@ -161,11 +161,10 @@ impl Topology {
         Ok(())
     }
 
-    /// Declares one durable queue. A quorum queue that exists already is left as it is: the
-    /// broker compares `x-quorum-initial-group-size` on a redeclare, so a queue created before
-    /// that argument was sent (or with another AMQP_QUORUM_SIZE) would otherwise refuse every
-    /// connection. Existence is checked passively on a scratch channel, since a failed check
-    /// closes the channel it ran on.
+    /// Declares one durable queue. A quorum queue is declared on a scratch channel first:
+    /// the broker compares `x-quorum-initial-group-size` on a redeclare, so a queue created
+    /// before that argument was sent (or with another AMQP_QUORUM_SIZE) refuses the declare,
+    /// closing the channel it ran on. Such a queue is then only checked to exist.
     async fn declare_queue(
         &self,
         connection: &Connection,
@@ -173,16 +172,17 @@ impl Topology {
         name: &str,
         args: FieldTable,
     ) -> Result<(), lapin::Error> {
-        if self.queue_type == QueueType::Quorum {
-            let scratch = connection.create_channel().await?;
-            let passive = QueueDeclareOptions { passive: true, durable: true, ..Default::default() };
-            if scratch.queue_declare(name.into(), passive, FieldTable::default()).await.is_ok() {
-                let _ = scratch.close(200, "queue exists".into()).await;
-                return Ok(());
-            }
-        }
         let durable_queue = QueueDeclareOptions { durable: true, ..Default::default() };
-        channel.queue_declare(name.into(), durable_queue, args).await.map(drop)
+        if self.queue_type != QueueType::Quorum {
+            return channel.queue_declare(name.into(), durable_queue, args).await.map(drop);
+        }
+        let scratch = connection.create_channel().await?;
+        if scratch.queue_declare(name.into(), durable_queue, args).await.is_ok() {
+            let _ = scratch.close(200, "declared".into()).await;
+            return Ok(());
+        }
+        let passive = QueueDeclareOptions { passive: true, ..durable_queue };
+        channel.queue_declare(name.into(), passive, FieldTable::default()).await.map(drop)
     }
 
     fn queue_args(&self) -> FieldTable {
