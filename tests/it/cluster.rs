@@ -354,13 +354,14 @@ async fn losing_the_rabbitmq_node_in_use_twice_loses_no_accepted_code() -> TestR
                 );
             }
             let killed_at = start.elapsed();
+            let killed_wall = chrono::Utc::now();
             cluster.script_async(&["kill", &node]).await?;
             eprintln!("drill: killed {node} (the node most of the deployment used) at {killed_at:.1?}");
             until(start, killed_at + Duration::from_secs(8)).await;
             let revived = Instant::now();
             cluster.script_async(&["revive", &node]).await?;
             eprintln!("drill: {node} back after {:.1?}", revived.elapsed());
-            events.push((round, node, killed_at, start.elapsed()));
+            events.push((round, node, killed_at, start.elapsed(), killed_wall));
             // Some load with all three nodes before the next loss.
             tokio::time::sleep(Duration::from_secs(3)).await;
         }
@@ -372,7 +373,7 @@ async fn losing_the_rabbitmq_node_in_use_twice_loses_no_accepted_code() -> TestR
     let events = events?;
 
     eprintln!("drill: {} answers: {}", answers.len(), tally(&answers));
-    for (round, node, killed_at, back_at) in &events {
+    for (round, node, killed_at, back_at, _) in &events {
         let window: Vec<&Answer> = answers.iter().filter(|a| a.sent >= *killed_at && a.sent < *back_at).collect();
         let slowest = window.iter().map(|a| a.took()).max().unwrap_or_default();
         eprintln!(
@@ -387,7 +388,7 @@ async fn losing_the_rabbitmq_node_in_use_twice_loses_no_accepted_code() -> TestR
     // Two nodes of three stay up throughout: the api always has a node, so it answers 0, or
     // 4301 for a publish whose node died before confirming it (never a 5xx, never a hang).
     check_answers(&answers, &[0, 4301]);
-    for (_, node, killed_at, back_at) in &events {
+    for (_, node, killed_at, back_at, _) in &events {
         let late = answers.iter().filter(|a| a.sent >= *killed_at + Duration::from_secs(5) && a.sent < *back_at);
         for a in late {
             assert_eq!(a.errno, 0, "{a:?}: 5 s after losing {node}, codes go out again");
@@ -396,6 +397,23 @@ async fn losing_the_rabbitmq_node_in_use_twice_loses_no_accepted_code() -> TestR
     let started = Instant::now();
     check_deliveries(&deployment.apps[0], &answers).await?;
     eprintln!("drill: every accepted code delivered, each once ({:.1?} after the load stopped)", started.elapsed());
+    // How long the workers paused: the longest gap between two sends around each kill.
+    let sent_at: Vec<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("select sent_at from sms_deliveries where sent_at is not null order by sent_at")
+            .fetch_all(&deployment.apps[0].db)
+            .await?;
+    for (round, node, _, _, killed_wall) in &events {
+        let window = |t: &chrono::DateTime<chrono::Utc>| {
+            *t >= *killed_wall - chrono::TimeDelta::seconds(1) && *t <= *killed_wall + chrono::TimeDelta::seconds(8)
+        };
+        let around: Vec<&chrono::DateTime<chrono::Utc>> = sent_at.iter().filter(|t| window(t)).collect();
+        let pause = around.windows(2).map(|w| *w[1] - *w[0]).max().unwrap_or_default();
+        eprintln!(
+            "drill: RabbitMQ loss {} ({node}): longest pause between two SMS sent around the kill: {} ms",
+            round + 1,
+            pause.num_milliseconds()
+        );
+    }
     deployment.stop().await
 }
 
