@@ -257,3 +257,28 @@ fn percent_decode(s: &str) -> Option<String> {
     }
     String::from_utf8(out).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(rest: &str) -> RedisResult<SentinelPrimary> {
+        SentinelPrimary::new(rest, manager_config(Duration::from_secs(1)), Duration::from_secs(1))
+    }
+
+    #[test]
+    fn a_sentinel_url_names_the_sentinels_the_master_and_optionally_a_database() -> RedisResult<()> {
+        assert_eq!(parse("10.0.0.1:26379,10.0.0.2:26380/mymaster")?.db, 0);
+        assert_eq!(parse(":s%40cret@s1:26379,s2/mymaster/3")?.db, 3);
+        for bad in ["s1:26379", "s1:26379/", "/mymaster", "s1:port/mymaster", "s1/mymaster/x", ":%zz@s1/m"] {
+            assert!(parse(bad).is_err(), "{bad} is refused");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn percent_escapes_are_decoded() {
+        assert_eq!(percent_decode("a%2Cb%40c").as_deref(), Some("a,b@c"));
+        assert_eq!(percent_decode("%4"), None);
+    }
+}
