@@ -47,7 +47,7 @@ impl Nodes {
     }
 
     /// Connects to the first node that answers, trying each once. A node gets
-    /// `DEPENDENCY_TIMEOUT_MS` divided among the nodes (at least [`MIN_TRY`]): a node that
+    /// `DEPENDENCY_TIMEOUT_MS` divided among the nodes (at least `MIN_TRY`): a node that
     /// hangs costs a slice of the budget, not all of it. The connection is named
     /// `<name> <AMQP_PREFIX>` in the broker's management tools.
     pub async fn connect(&self, settings: &Settings, name: &str) -> Result<Connection, lapin::Error> {

@@ -47,10 +47,11 @@ pub enum PublishError {
 /// opened per publish. The connection is opened on first use and again after it dies,
 /// to the next node of `AMQP_URL` that answers, declaring the topology each time.
 ///
-/// A publish whose connection dies before its confirm arrives is published once more, on
-/// the new connection, if the budget allows: the first copy may or may not have reached the
-/// queue, and a second copy with the same job id is harmless, since the worker sends a job
-/// id at most once. Success is still only ever reported for a confirmed copy.
+/// With several broker nodes, a publish whose connection dies before its confirm arrives, or
+/// that the broker nacks, is published again on a new connection (at most `PUBLISH_TRIES`
+/// in all, within the budget): an earlier copy may or may not have reached the queue, and
+/// another copy with the same job id is harmless, since the worker sends a job id at most
+/// once. Success is still only ever reported for a confirmed copy.
 #[derive(Clone)]
 pub struct Publisher {
     inner: Arc<PublisherInner>,
@@ -77,6 +78,10 @@ struct Live {
 
 /// Channels per publisher: a few, so one slow confirm does not hold up the others.
 const CHANNELS: usize = 4;
+
+/// Publishes of one job, with several broker nodes, before the api gives up (all within
+/// `DEPENDENCY_TIMEOUT_MS`).
+const PUBLISH_TRIES: u32 = 3;
 
 /// How long after a failed connection attempt publishes fail without a new attempt.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
@@ -131,18 +136,24 @@ impl Publisher {
         let payload = serde_json::to_vec(job)?;
         let limit = self.inner.settings.dependency_timeout;
         let attempts = async {
-            match self.publish_bytes(key, &payload, job.id, expiration_ms).await {
-                // The connection or channel died under the publish (a node went away), or the
-                // broker nacked it: once more, on a fresh connection to whichever node answers
-                // now. A channel opened while a quorum queue was electing its new leader keeps
-                // nacking that queue's messages until the lost node returns (RabbitMQ 3.10),
-                // so a nack drops the connection rather than reuse it.
-                Err(e @ (PublishError::Broker(_) | PublishError::Nacked)) if self.inner.nodes.len() > 1 => {
-                    tracing::warn!(error = %e, "publish failed on this broker connection; publishing again on a new one");
-                    self.drop_connection();
-                    self.publish_bytes(key, &payload, job.id, expiration_ms).await
+            let mut tries = 1;
+            loop {
+                match self.publish_bytes(key, &payload, job.id, expiration_ms).await {
+                    // The connection or channel died under the publish (a node went away), or
+                    // the broker nacked it: again, on a fresh connection to whichever node
+                    // answers now, while the budget lasts. A channel opened while a quorum
+                    // queue was electing its new leader keeps nacking that queue's messages
+                    // until the lost node returns (RabbitMQ 3.10), so a nack drops the
+                    // connection rather than reuse it.
+                    Err(e @ (PublishError::Broker(_) | PublishError::Nacked))
+                        if self.inner.nodes.len() > 1 && tries < PUBLISH_TRIES =>
+                    {
+                        tracing::warn!(error = %e, "publish failed on this broker connection; publishing again on a new one");
+                        self.drop_connection();
+                        tries += 1;
+                    }
+                    other => return other,
                 }
-                other => other,
             }
         };
         match tokio::time::timeout(limit, attempts).await {
