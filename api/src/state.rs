@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use axum::extract::FromRef;
+use shared::db::Db;
 use shared::{Settings, StartError, queue::Publisher};
-use sqlx::PgPool;
 
 use crate::{codes::CodeStore, extract::ProxyTrust, lifetime::Detached};
 
@@ -16,7 +16,7 @@ pub struct AppState {
     /// Captchas, SMS codes and rate limits in Redis.
     pub codes: CodeStore,
     /// The PostgreSQL pool.
-    pub db: PgPool,
+    pub db: Db,
     /// Confirmed publishing of send jobs.
     pub publisher: Publisher,
     /// Runs the send pipeline and registration detached from the connection.

@@ -348,19 +348,23 @@ async fn orchestrate(args: Args) -> Result {
         args.workers, args.prefetch
     );
 
-    // 2. One worker drains the jobs phase 1 queued.
-    let started = Instant::now();
+    // 2. One worker drains the jobs phase 1 queued, timed from its first SMS to its last (its
+    //    start-up, migrations included, is not a delivery rate).
     let worker = spawn_self("serve-worker", &vars, &[("WORKER_METRICS_ADDR", free_addr()?.to_string())])?;
+    let first = drained(&fake, n + 1, Duration::from_secs(120)).await?;
+    let cpu_first = cpu_secs(worker.id());
     let done = drained(&fake, 2 * n, Duration::from_secs(600)).await?;
-    let drain_rate = n as f64 / (done - started).as_secs_f64();
+    let drain_rate = n.saturating_sub(1).max(1) as f64 / (done - first).as_secs_f64();
     let ceiling = f64::from(args.prefetch) / latency.as_secs_f64();
     println!(
-        "2. one worker, prefetch {:<3}         {drain_rate:>8.0} msg/s   (P / latency = {ceiling:.0}; target ≥ 0.9 × that = {:.0}; ratio {:.2})",
+        "2. one worker, prefetch {:<3}         {drain_rate:>8.0} msg/s   (P / latency = {ceiling:.0}; ratio {:.2})",
         args.prefetch,
-        0.9 * ceiling,
         drain_rate / ceiling
     );
-    println!("   its CPU: {:.0} µs per message", cpu_secs(worker.id()) / n as f64 * 1e6);
+    println!(
+        "   its CPU: {:.0} µs per message",
+        (cpu_secs(worker.id()) - cpu_first) / n.saturating_sub(1).max(1) as f64 * 1e6
+    );
     stop(worker);
 
     // 3. The api: alone first (the ratio to the bare pipeline), then with `workers` workers

@@ -6,9 +6,9 @@
 
 use std::{collections::HashMap, sync::LazyLock, time::Duration};
 
-use redis::{Script, aio::ConnectionManager};
+use redis::Script;
 
-use crate::{config::FraudSettings, keys::Keys};
+use crate::{cache::Redis, config::FraudSettings, keys::Keys};
 
 /// Lua functions the counting scripts start with (the api's admission script among them).
 ///
@@ -128,12 +128,7 @@ impl From<&FraudSettings> for Window {
 }
 
 /// Counts a verified code (a successful register) for `prefix`.
-pub async fn record_verified(
-    redis: &mut ConnectionManager,
-    keys: &Keys,
-    window: Window,
-    prefix: &str,
-) -> redis::RedisResult<()> {
+pub async fn record_verified(redis: &mut Redis, keys: &Keys, window: Window, prefix: &str) -> redis::RedisResult<()> {
     VERIFIED
         .key(keys.fraud_window(prefix))
         .key(keys.fraud_watched())
@@ -191,7 +186,7 @@ const CHUNK: usize = 200;
 
 /// Reads the blocked prefixes and the counts of every watched prefix, without writing and
 /// without a script: the bucket sums are done here, by Redis's clock, in pipelined chunks.
-pub async fn report(redis: &mut ConnectionManager, keys: &Keys, window: Window) -> redis::RedisResult<Report> {
+pub async fn report(redis: &mut Redis, keys: &Keys, window: Window) -> redis::RedisResult<Report> {
     let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(redis).await?;
     let now_ms = secs * 1000 + micros / 1000;
 
@@ -260,7 +255,7 @@ fn sum_window(hash: &HashMap<String, i64>, low: u64) -> (u64, u64) {
 /// it again at once (a range that is still pumped is blocked again after `FRAUD_MIN_SENDS`
 /// more sends). The block's remaining time, or `None` when it was not blocked: then nothing
 /// changed.
-pub async fn unblock(redis: &mut ConnectionManager, keys: &Keys, prefix: &str) -> redis::RedisResult<Option<Duration>> {
+pub async fn unblock(redis: &mut Redis, keys: &Keys, prefix: &str) -> redis::RedisResult<Option<Duration>> {
     let remaining_ms: i64 = UNBLOCK
         .key(keys.fraud_block(prefix))
         .key(keys.fraud_window(prefix))

@@ -2,14 +2,14 @@
 
 use std::time::Duration;
 
+use crate::cache::Redis;
+use crate::db::Db;
 use axum::{
     Json,
     http::{StatusCode, header},
     response::IntoResponse,
 };
-use redis::aio::ConnectionManager;
 use serde_json::{Value, json};
-use sqlx::PgPool;
 
 /// `GET /healthz`: the process is alive.
 pub async fn healthz() -> Json<Value> {
@@ -19,12 +19,7 @@ pub async fn healthz() -> Json<Value> {
 /// `GET /readyz`: pings Redis and PostgreSQL (each within `timeout`) and takes the broker's
 /// state as `broker_ok`. 200 `{"status":"ready"}`, or 503 `{"status":"unavailable",
 /// "failing":[…]}` naming the dependencies that did not answer.
-pub async fn readyz(
-    redis: &ConnectionManager,
-    db: &PgPool,
-    timeout: Duration,
-    broker_ok: bool,
-) -> (StatusCode, Json<Value>) {
+pub async fn readyz(redis: &Redis, db: &Db, timeout: Duration, broker_ok: bool) -> (StatusCode, Json<Value>) {
     let mut redis = redis.clone();
     let (redis_ok, db_ok) = tokio::join!(
         async {

@@ -6,8 +6,8 @@
 //! - [`domain`]: newtypes made by `parse()` (mobile, image-code id, SMS code).
 //! - [`fraud`]: the fraud guard's per-prefix window in Redis (its Lua, listing, unblocking).
 //! - [`names`]: the text form of configuration and column enums.
-//! - [`cache`]: the Redis connection manager.
-//! - [`db`]: the PostgreSQL pool and migrations, and the stores (`users`, `deliveries`)
+//! - [`cache`]: the Redis handle, to one server or to the primary a Sentinel group names.
+//! - [`db`]: the PostgreSQL pool (`Db`, fit for PgBouncer) and migrations, and the stores (`users`, `deliveries`)
 //!   that hold every SQL statement.
 //! - [`queue`]: the RabbitMQ contract: send job, topology, confirming publisher.
 //! - [`health`]: `/healthz`, `/readyz` and `/metrics`, served by api and worker alike.

@@ -3,8 +3,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use redis::aio::ConnectionManager;
 use secrecy::ExposeSecret;
+use shared::cache::Redis;
+use shared::db::Db;
 use shared::{
     Settings, StartError,
     db::deliveries::{self, Delivery, DeliveryStatus, NewReplay},
@@ -12,13 +13,12 @@ use shared::{
     keys::Keys,
     queue::{PublishError, Publisher, SendJob},
 };
-use sqlx::PgPool;
 use uuid::Uuid;
 
 /// What replays need: the database, the live codes in Redis and the broker.
 pub struct Replayer {
-    db: PgPool,
-    redis: ConnectionManager,
+    db: Db,
+    redis: Redis,
     keys: Keys,
     publisher: Publisher,
     digest_key: Vec<u8>,
@@ -85,7 +85,7 @@ impl Summary {
 
 impl Replayer {
     /// A replayer over `db` and the Redis and broker of `settings` (both connect lazily).
-    pub fn new(settings: &Settings, db: PgPool) -> Result<Self, StartError> {
+    pub fn new(settings: &Settings, db: Db) -> Result<Self, StartError> {
         Ok(Self {
             db,
             redis: shared::cache::connect(settings)?,

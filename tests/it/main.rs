@@ -2,6 +2,7 @@
 
 mod browser;
 mod cancellation;
+mod cluster;
 mod compose;
 mod failover;
 mod faults;

@@ -79,6 +79,8 @@ async fn quorum_retry_queues_hand_back_at_least_once() -> TestResult {
         args.insert("x-dead-letter-routing-key".into(), text(Topology::SEND_KEY));
         args.insert("x-dead-letter-strategy".into(), text(strategy));
         args.insert("x-overflow".into(), text(overflow));
+        // Every quorum queue is declared with its replica count (AMQP_QUORUM_SIZE, 3).
+        args.insert("x-quorum-initial-group-size".into(), AMQPValue::LongInt(3));
         let queue = queue.clone();
         async move {
             let (connection, channel) = shared.amqp().await?;

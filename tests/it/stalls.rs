@@ -199,24 +199,25 @@ async fn smsctl_requeues_a_delivery_whose_job_was_lost_while_its_code_is_live() 
 async fn a_handler_that_was_taken_over_does_not_overwrite_the_outcome() -> TestResult {
     use shared::db::deliveries::{self, AttemptOutcome, AttemptStart, DeliveryStatus, NewAttempt};
     let app = TestApp::start(&[]).await?;
+    let db = shared::db::Db::from(app.db.clone());
     let (id, mobile) = (uuid::Uuid::new_v4(), random_mobile());
     let attempt = NewAttempt { id, mobile: &mobile, template_id: "1", provider: "ccp", code_digest: "d" };
     let window = Duration::from_secs(60);
-    assert_eq!(deliveries::start_attempt(&app.db, &attempt, window).await?, AttemptStart::Proceed { attempts: 1 });
+    assert_eq!(deliveries::start_attempt(&db, &attempt, window).await?, AttemptStart::Proceed { attempts: 1 });
     // A redelivery while the first handler is live is told to wait, not to send.
-    assert_eq!(deliveries::start_attempt(&app.db, &attempt, window).await?, AttemptStart::InFlight);
+    assert_eq!(deliveries::start_attempt(&db, &attempt, window).await?, AttemptStart::InFlight);
     // The first handler stalled past the window; a second one took the row over and sent it.
     sqlx::query("update sms_deliveries set updated_at = now() - interval '2 minutes' where id = $1")
         .bind(id)
         .execute(&app.db)
         .await?;
-    assert_eq!(deliveries::start_attempt(&app.db, &attempt, window).await?, AttemptStart::Proceed { attempts: 2 });
+    assert_eq!(deliveries::start_attempt(&db, &attempt, window).await?, AttemptStart::Proceed { attempts: 2 });
     let sent =
         AttemptOutcome { status: DeliveryStatus::Sent, provider: None, provider_message_id: None, last_error: None };
-    assert!(deliveries::finish_attempt(&app.db, id, 2, &sent, &[]).await?);
+    assert!(deliveries::finish_attempt(&db, id, 2, &sent, &[]).await?);
     // The stalled first handler comes back with a failure: it must not overwrite `sent`.
     let late = AttemptOutcome { status: DeliveryStatus::Retrying, last_error: Some("late".into()), ..sent.clone() };
-    assert!(!deliveries::finish_attempt(&app.db, id, 1, &late, &[]).await?);
+    assert!(!deliveries::finish_attempt(&db, id, 1, &late, &[]).await?);
     let status: String =
         sqlx::query_scalar("select status from sms_deliveries where id = $1").bind(id).fetch_one(&app.db).await?;
     assert_eq!(status, "sent");
@@ -232,6 +233,7 @@ async fn a_batch_of_starts_and_outcomes_answers_each_job_as_alone() -> TestResul
         deliveries::{self, AttemptOutcome, AttemptStart, DeliveryStatus, Finish, NewAttempt},
     };
     let app = TestApp::start(&[]).await?;
+    let db = shared::db::Db::from(app.db.clone());
     let window = Duration::from_secs(60);
     let ids: Vec<uuid::Uuid> = (0..4).map(|_| uuid::Uuid::new_v4()).collect();
     let mobiles: Vec<String> = (0..4).map(|_| random_mobile()).collect();
@@ -239,7 +241,7 @@ async fn a_batch_of_starts_and_outcomes_answers_each_job_as_alone() -> TestResul
         |i: usize| NewAttempt { id: ids[i], mobile: &mobiles[i], template_id: "1", provider: "ccp", code_digest: "d" };
     // Job 1 is being sent, job 2 waits for a retry, job 3 is done; job 0 is new.
     for i in 1..4 {
-        deliveries::start_attempt(&app.db, &attempt(i), window).await?;
+        deliveries::start_attempt(&db, &attempt(i), window).await?;
     }
     for (i, status) in [(2, "retrying"), (3, "sent")] {
         sqlx::query("update sms_deliveries set status = $2 where id = $1")
@@ -250,7 +252,7 @@ async fn a_batch_of_starts_and_outcomes_answers_each_job_as_alone() -> TestResul
     }
     let batch: Vec<NewAttempt<'_>> = (0..4).map(attempt).collect();
     assert_eq!(
-        deliveries::start_attempts(&app.db, &batch, window).await?,
+        deliveries::start_attempts(&db, &batch, window).await?,
         [
             AttemptStart::Proceed { attempts: 1 },
             AttemptStart::InFlight,
@@ -286,8 +288,8 @@ async fn a_batch_of_starts_and_outcomes_answers_each_job_as_alone() -> TestResul
         Finish { id: ids[2], attempt: 2, outcome: &retrying, calls: &[] },
     ];
     // Distinct ids per batch: the stale attempt goes alone first, then the live one.
-    assert_eq!(deliveries::finish_attempts(&app.db, &finishes[..2]).await?, [true, false]);
-    assert_eq!(deliveries::finish_attempts(&app.db, &finishes[2..]).await?, [true]);
+    assert_eq!(deliveries::finish_attempts(&db, &finishes[..2]).await?, [true, false]);
+    assert_eq!(deliveries::finish_attempts(&db, &finishes[2..]).await?, [true]);
     let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
         "select d.status, d.provider_message_id, (select count(*) from sms_attempts a where a.delivery_id = d.id) \
          from sms_deliveries d where d.id = any($1) order by array_position($1, d.id)",

@@ -17,7 +17,7 @@ use lapin::{
     },
     types::FieldTable,
 };
-use shared::queue::{self, SendJob, Topology};
+use shared::queue::{Nodes, SendJob, Topology};
 use tokio_util::task::TaskTracker;
 
 use crate::{
@@ -30,6 +30,8 @@ use crate::{
 pub struct Consumer {
     state: Arc<WorkerState>,
     topology: Topology,
+    /// The broker nodes, tried in turn when the connection is lost.
+    nodes: Nodes,
     /// Every delivery in flight, so that shutdown waits for them.
     tracker: TaskTracker,
 }
@@ -38,7 +40,8 @@ impl Consumer {
     /// A consumer for `state`'s deployment.
     pub fn new(state: Arc<WorkerState>) -> Self {
         let topology = Topology::new(&state.settings);
-        Self { state, topology, tracker: TaskTracker::new() }
+        let nodes = Nodes::new(&state.settings);
+        Self { state, topology, nodes, tracker: TaskTracker::new() }
     }
 
     /// Consumes until `state.shutdown` is cancelled, reconnecting whenever the broker goes
@@ -47,7 +50,7 @@ impl Consumer {
         let shutdown = self.state.shutdown.clone();
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         while !shutdown.is_cancelled() {
-            match self.session().await {
+            match self.session(&mut backoff).await {
                 Ok(()) => backoff.reset(),
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in = ?backoff.next_pause(), "broker connection lost");
@@ -59,9 +62,11 @@ impl Consumer {
         tracing::info!("worker stopped; every send in flight recorded");
     }
 
-    /// One connection's life: open, consume until it fails or shutdown, close.
-    async fn session(&self) -> Result<(), lapin::Error> {
-        let mut session = Session::open(&self.state, &self.topology).await?;
+    /// One connection's life: open, consume until it fails or shutdown, close. A connection
+    /// that opened resets `backoff`: after losing a node, the next one is tried at once.
+    async fn session(&self, backoff: &mut Backoff) -> Result<(), lapin::Error> {
+        let mut session = Session::open(&self.state, &self.topology, &self.nodes).await?;
+        backoff.reset();
         self.state.consuming.store(true, Ordering::Relaxed);
         let result = self.consume(&mut session).await;
         self.state.consuming.store(false, Ordering::Relaxed);
@@ -113,10 +118,10 @@ struct Session {
 
 impl Session {
     /// Connects, declares the topology and starts consuming.
-    async fn open(state: &WorkerState, topology: &Topology) -> Result<Self, lapin::Error> {
-        let connection = queue::connect(&state.settings, "smscode-worker").await?;
+    async fn open(state: &WorkerState, topology: &Topology, nodes: &Nodes) -> Result<Self, lapin::Error> {
+        let connection = nodes.connect(&state.settings, "smscode-worker").await?;
         let channel = connection.create_channel().await?;
-        topology.declare(&channel).await?;
+        topology.declare(&connection, &channel).await?;
         // At most WORKER_PREFETCH unacked messages: the number of sends in flight.
         channel.basic_qos(state.settings.worker_prefetch, BasicQosOptions::default()).await?;
         let tag = format!("smscode-worker-{}", uuid::Uuid::new_v4());

@@ -13,11 +13,11 @@
 use std::{collections::HashSet, future::Future, time::Duration};
 
 use shared::db::{
-    self,
+    self, Db,
     attempts::NewCall,
     deliveries::{self, AttemptOutcome, AttemptStart, Finish, NewAttempt},
 };
-use sqlx::PgPool;
+
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
@@ -64,7 +64,7 @@ pub struct Recorder {
 impl Recorder {
     /// Starts the batching tasks on `db`; `takeover_after` as in
     /// [`deliveries::start_attempt`]. They end when the recorder is dropped.
-    pub fn spawn(db: PgPool, takeover_after: Duration) -> Self {
+    pub fn spawn(db: Db, takeover_after: Duration) -> Self {
         let (starts, start_rx) = mpsc::unbounded_channel();
         let (outcomes, outcome_rx) = mpsc::unbounded_channel();
         tokio::spawn(batches(start_rx, db.clone(), takeover_after));
@@ -103,7 +103,7 @@ trait Row: Sized + Send + Sync + 'static {
 
     /// Writes `rows` in one statement; one answer per row, in order.
     fn write<'a>(
-        db: &'a PgPool,
+        db: &'a Db,
         rows: &'a [&'a Self],
         takeover_after: Duration,
     ) -> impl Future<Output = Result<Vec<Self::Out>, sqlx::Error>> + Send + 'a;
@@ -117,7 +117,7 @@ impl Row for Start {
     }
 
     async fn write<'a>(
-        db: &'a PgPool,
+        db: &'a Db,
         rows: &'a [&'a Self],
         takeover_after: Duration,
     ) -> Result<Vec<AttemptStart>, sqlx::Error> {
@@ -142,7 +142,7 @@ impl Row for Outcome {
         self.id
     }
 
-    async fn write<'a>(db: &'a PgPool, rows: &'a [&'a Self], _: Duration) -> Result<Vec<bool>, sqlx::Error> {
+    async fn write<'a>(db: &'a Db, rows: &'a [&'a Self], _: Duration) -> Result<Vec<bool>, sqlx::Error> {
         let finishes: Vec<Finish<'_>> =
             rows.iter().map(|o| Finish { id: o.id, attempt: o.attempt, outcome: &o.record, calls: &o.calls }).collect();
         deliveries::finish_attempts(db, &finishes).await
@@ -151,7 +151,7 @@ impl Row for Outcome {
 
 /// The batching loop of one kind: takes what is waiting (each job once; a second row of the
 /// same job waits for the next batch), writes it with `write`, answers each sender.
-async fn batches<T: Row>(mut rx: mpsc::UnboundedReceiver<Request<T, T::Out>>, db: PgPool, takeover_after: Duration) {
+async fn batches<T: Row>(mut rx: mpsc::UnboundedReceiver<Request<T, T::Out>>, db: Db, takeover_after: Duration) {
     let mut held: Vec<Request<T, T::Out>> = Vec::new();
     loop {
         let mut batch: Vec<Request<T, T::Out>> = Vec::new();

@@ -3,9 +3,9 @@
 use std::sync::{Arc, atomic::AtomicBool};
 
 use providers::Router;
-use redis::aio::ConnectionManager;
+use shared::cache::Redis;
+use shared::db::Db;
 use shared::{Settings, StartError, db, keys::Keys, queue::Publisher};
-use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::recorder::Recorder;
@@ -17,11 +17,11 @@ pub struct WorkerState {
     /// Redis key builders.
     pub keys: Keys,
     /// PostgreSQL pool.
-    pub db: PgPool,
+    pub db: Db,
     /// Writes the starts and outcomes of the sends in flight, batched (group commit).
     pub recorder: Recorder,
     /// Redis connection.
-    pub redis: ConnectionManager,
+    pub redis: Redis,
     /// The providers messages go out through, with failover and circuit breakers.
     pub router: Router,
     /// Publishes retries to the delay queues.

@@ -8,7 +8,8 @@ use std::{
 };
 
 use chrono::Utc;
-use redis::{AsyncCommands, Script, aio::ConnectionManager};
+use redis::{AsyncCommands, Script};
+use shared::cache::Redis;
 use shared::{
     Settings,
     domain::{ImageCodeId, Mobile, SmsCode},
@@ -38,19 +39,19 @@ pub const REQUIRED_EVICTION_POLICY: &str = "noeviction";
 /// script-backed operations are in `admission.rs` and `verify.rs`.
 #[derive(Clone)]
 pub struct CodeStore {
-    pub(super) redis: ConnectionManager,
+    pub(super) redis: Redis,
     pub(super) keys: Keys,
     pub(super) settings: Arc<Settings>,
 }
 
 impl CodeStore {
     /// A store on `redis` for the deployment of `settings`.
-    pub fn new(redis: ConnectionManager, settings: Arc<Settings>) -> Self {
+    pub fn new(redis: Redis, settings: Arc<Settings>) -> Self {
         Self { redis, keys: Keys::from(settings.as_ref()), settings }
     }
 
     /// The Redis connection (for readiness checks).
-    pub fn connection(&self) -> &ConnectionManager {
+    pub fn connection(&self) -> &Redis {
         &self.redis
     }
 

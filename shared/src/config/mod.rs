@@ -76,12 +76,14 @@ pub struct Settings {
     /// `DATABASE_PREPARED_STATEMENTS` (true): false switches sqlx's named prepared-statement
     /// cache off, for a pooler that cannot carry prepared statements across transactions.
     pub database_prepared_statements: bool,
-    /// `REDIS_URL`.
+    /// `REDIS_URL`: `redis://…` for one server, or
+    /// `redis+sentinel://host:port,host:port/<master>` to follow a Sentinel group's primary.
     pub redis_url: String,
     /// `REDIS_KEY_PREFIX` (default empty, the seed's keys): lets deployments or test runs
     /// share one Redis.
     pub redis_key_prefix: String,
-    /// `AMQP_URL`.
+    /// `AMQP_URL`: one broker, or the nodes of one cluster, comma-separated (see
+    /// [`Settings::amqp_nodes`]).
     pub amqp_url: String,
     /// `AMQP_PREFIX`: the exchange name and the prefix of every queue.
     pub amqp_prefix: String,
@@ -156,6 +158,10 @@ pub struct Settings {
     pub sms_test_numbers: Vec<TestNumber>,
 }
 
+fn split_nodes(url: &str) -> Vec<&str> {
+    url.split(',').map(str::trim).filter(|n| !n.is_empty()).collect()
+}
+
 /// Why a development setting is refused.
 const PRODUCTION_ONLY: &str = "not allowed with APP_ENV=production";
 
@@ -181,13 +187,21 @@ impl Settings {
             return Err(invalid("AMQP_PREFIX", "1-200 characters of [A-Za-z0-9._-]".into()));
         }
         let database_url = vars.str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/sms");
+        let amqp_url = vars.str("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+        let nodes = split_nodes(&amqp_url);
+        if nodes.is_empty() {
+            return Err(invalid("AMQP_URL", "lists no broker node".into()));
+        }
+        if let Some(bad) = nodes.iter().position(|n| !(n.starts_with("amqp://") || n.starts_with("amqps://"))) {
+            return Err(invalid("AMQP_URL", format!("node {} is not an amqp:// or amqps:// URL", bad + 1)));
+        }
         let settings = Settings {
             database_migration_url: vars.str("DATABASE_MIGRATION_URL", &database_url),
             database_url,
             database_prepared_statements: vars.bool("DATABASE_PREPARED_STATEMENTS", true)?,
             redis_url: vars.str("REDIS_URL", "redis://127.0.0.1:6379"),
             redis_key_prefix: vars.str("REDIS_KEY_PREFIX", ""),
-            amqp_url: vars.str("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"),
+            amqp_url,
             amqp_prefix,
             amqp_queue_type: vars.parse("AMQP_QUEUE_TYPE", "quorum")?,
             amqp_quorum_size: {
@@ -306,6 +320,12 @@ impl Settings {
             ));
         }
         Ok(settings)
+    }
+
+    /// The broker nodes of `AMQP_URL`, in the order given: several URLs separated by commas
+    /// are nodes of one cluster (a comma inside a password must be written `%2C`).
+    pub fn amqp_nodes(&self) -> Vec<&str> {
+        split_nodes(&self.amqp_url)
     }
 
     /// In production, the dev digest key is an error: anyone can compute it.
@@ -448,10 +468,20 @@ mod tests {
             ("SMS_TEST_NUMBERS", "13800138000"),
             ("SMS_TEST_NUMBERS", "13800138000:12345"),
             ("SMS_TEST_NUMBERS", "13800138000:123456,13800138000:654321"),
+            ("AMQP_URL", " , "),
+            ("AMQP_URL", "amqp://a:5672,rabbit-2:5672"),
         ] {
             let err = with(&[(var, value)]).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.contains(var), "{var}={value} gave {err:?}");
         }
+    }
+
+    #[test]
+    fn amqp_url_may_list_the_nodes_of_a_cluster() -> Result<(), ConfigError> {
+        let s = with(&[("AMQP_URL", "amqp://u:p@r1:5672/%2f, amqp://u:p@r2:5672/%2f,,amqps://u:p@r3:5671/%2f")])?;
+        assert_eq!(s.amqp_nodes(), ["amqp://u:p@r1:5672/%2f", "amqp://u:p@r2:5672/%2f", "amqps://u:p@r3:5671/%2f"]);
+        assert_eq!(with(&[])?.amqp_nodes(), ["amqp://guest:guest@127.0.0.1:5672/%2f"]);
+        Ok(())
     }
 
     #[test]

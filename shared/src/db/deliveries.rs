@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 use sqlx::{
-    Decode, Encode, PgExecutor, PgPool, Postgres, Type,
+    Decode, Encode, PgExecutor, Postgres, Type,
     encode::IsNull,
     error::BoxDynError,
     postgres::{PgArgumentBuffer, PgTypeInfo, PgValueRef, types::PgInterval},
@@ -137,7 +137,7 @@ pub enum AttemptStart {
 /// `takeover_after` (longer than any live handler's round takes: its handler died);
 /// otherwise it is reported in flight. A row already final is left alone and reported.
 pub async fn start_attempt(
-    db: &PgPool,
+    db: &super::Db,
     attempt: &NewAttempt<'_>,
     takeover_after: Duration,
 ) -> Result<AttemptStart, sqlx::Error> {
@@ -150,7 +150,7 @@ pub async fn start_attempt(
 /// in one statement).
 #[tracing::instrument(skip_all, fields(jobs = attempts.len()))]
 pub async fn start_attempts(
-    db: &PgPool,
+    db: &super::Db,
     attempts: &[NewAttempt<'_>],
     takeover_after: Duration,
 ) -> Result<Vec<AttemptStart>, sqlx::Error> {
@@ -238,7 +238,7 @@ pub struct Finish<'a> {
 /// (`sending`, `attempts` = `attempt`): a handler that was taken over, or a row that smsctl
 /// changed, does not overwrite it. Returns whether it was.
 pub async fn finish_attempt(
-    db: &PgPool,
+    db: &super::Db,
     id: Uuid,
     attempt: i32,
     outcome: &AttemptOutcome,
@@ -252,7 +252,7 @@ pub async fn finish_attempt(
 /// transaction: PostgreSQL runs a statement's data-modifying CTEs together or not at all):
 /// whether each was written, in order. The ids must be distinct.
 #[tracing::instrument(skip_all, fields(jobs = finishes.len()))]
-pub async fn finish_attempts(db: &PgPool, finishes: &[Finish<'_>]) -> Result<Vec<bool>, sqlx::Error> {
+pub async fn finish_attempts(db: &super::Db, finishes: &[Finish<'_>]) -> Result<Vec<bool>, sqlx::Error> {
     let mut call_ids = Vec::new();
     let mut call_attempts = Vec::new();
     let mut all_calls = Vec::new();

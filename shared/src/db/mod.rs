@@ -5,17 +5,22 @@
 //! - [`deliveries`]: `sms_deliveries`, one row per send job.
 //! - [`attempts`]: `sms_attempts`, one row per provider call.
 //! - [`receipts`]: delivery reports and conversions on those rows, and the funnel they make.
+//! - [`Db`] (`handle.rs`): the pool, fit for a transaction pooler when
+//!   `DATABASE_PREPARED_STATEMENTS=false`.
 
 pub mod attempts;
 pub mod deliveries;
+mod handle;
 pub mod receipts;
 pub mod users;
+
+pub use handle::Db;
 
 use std::{future::Future, str::FromStr, time::Duration};
 
 use chrono::{DateTime, Utc};
 use sqlx::{
-    PgPool, Postgres,
+    Postgres,
     migrate::MigrateDatabase,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
@@ -25,15 +30,18 @@ use crate::Settings;
 /// The embedded migrations (`migrations/` at the workspace root).
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
-/// Connects to `DATABASE_URL`, creating the database when it is missing (a developer
-/// machine needs no manual `createdb`), and applies the migrations.
+/// Creates the database when it is missing (a developer machine needs no manual
+/// `createdb`) and applies the migrations, both over `DATABASE_MIGRATION_URL`, then connects
+/// the pool to `DATABASE_URL`.
 ///
+/// The migrations take a session-level advisory lock, which a transaction pooler such as
+/// PgBouncer cannot carry: hence a direct connection of their own, closed once they ran.
 /// The existence check and the creation open connections of their own, outside the pool and
 /// its acquire timeout: each is bounded by `DEPENDENCY_TIMEOUT_MS`, so that a server that
 /// accepts the connection but never answers (a blackholed address, a hung server) stops
 /// start-up with an error instead of hanging it.
-pub async fn connect_and_migrate(settings: &Settings, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    let url = &settings.database_url;
+pub async fn connect_and_migrate(settings: &Settings, max_connections: u32) -> Result<Db, sqlx::Error> {
+    let url = &settings.database_migration_url;
     let limit = settings.dependency_timeout;
     if !at_start_up(limit, "checking that the database exists", Postgres::database_exists(url)).await? {
         // Another process (the worker next to this api) may win the race: fine.
@@ -43,34 +51,24 @@ pub async fn connect_and_migrate(settings: &Settings, max_connections: u32) -> R
             return Err(e);
         }
     }
-    let pool = pool_options(settings, max_connections)
-        .idle_timeout(Duration::from_secs(300))
-        .connect_with(PgConnectOptions::from_str(url)?)
-        .await?;
-    MIGRATOR.run(&pool).await?;
-    Ok(pool)
-}
-
-/// Runs one start-up step against PostgreSQL, failing with an I/O "timed out" error naming
-/// the step after `limit`.
-async fn at_start_up<T>(
-    limit: Duration,
-    step: &str,
-    call: impl Future<Output = Result<T, sqlx::Error>>,
-) -> Result<T, sqlx::Error> {
-    match tokio::time::timeout(limit, call).await {
-        Ok(result) => result,
-        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            format!("no answer within {} ms (DEPENDENCY_TIMEOUT_MS) while {step}", limit.as_millis()),
-        ))),
+    let pool = pool_options(settings, max_connections).idle_timeout(Duration::from_secs(300));
+    if settings.database_migration_url == settings.database_url && settings.database_prepared_statements {
+        let pool = pool.connect_with(connect_options(settings, url)?).await?;
+        MIGRATOR.run(&pool).await?;
+        return Ok(Db::new(pool, settings));
     }
+    let direct = pool_options(settings, 1).connect_with(PgConnectOptions::from_str(url)?).await?;
+    MIGRATOR.run(&direct).await?;
+    direct.close().await;
+    let pool = pool.connect_with(connect_options(settings, &settings.database_url)?).await?;
+    Ok(Db::new(pool, settings))
 }
 
-/// Connects to an existing, migrated database without migrating it (smsctl: a short-lived
-/// command that only reads and writes a few rows).
-pub async fn connect(settings: &Settings, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    pool_options(settings, max_connections).connect(&settings.database_url).await
+/// The options of the pool's connections to `url`: without the named-statement cache when
+/// `DATABASE_PREPARED_STATEMENTS=false`.
+fn connect_options(settings: &Settings, url: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    let options = PgConnectOptions::from_str(url)?;
+    Ok(if settings.database_prepared_statements { options } else { options.statement_cache_capacity(0) })
 }
 
 /// A pooled connection idle this long is pinged before it is handed out: long enough idle
@@ -94,6 +92,31 @@ fn pool_options(settings: &Settings, max_connections: u32) -> PgPoolOptions {
                 Ok(true)
             })
         })
+}
+
+/// Runs one start-up step against PostgreSQL, failing with an I/O "timed out" error naming
+/// the step after `limit`.
+async fn at_start_up<T>(
+    limit: Duration,
+    step: &str,
+    call: impl Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, sqlx::Error> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(result) => result,
+        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {} ms (DEPENDENCY_TIMEOUT_MS) while {step}", limit.as_millis()),
+        ))),
+    }
+}
+
+/// Connects to an existing, migrated database without migrating it (smsctl: a short-lived
+/// command that only reads and writes a few rows).
+pub async fn connect(settings: &Settings, max_connections: u32) -> Result<Db, sqlx::Error> {
+    let pool = pool_options(settings, max_connections)
+        .connect_with(connect_options(settings, &settings.database_url)?)
+        .await?;
+    Ok(Db::new(pool, settings))
 }
 
 /// Runs a query, giving up after `limit` (`DEPENDENCY_TIMEOUT_MS`) as if the pool had timed

@@ -17,7 +17,7 @@ use lapin::{
 use rand::Rng;
 use uuid::Uuid;
 
-use super::{connection::connect, job::SendJob, topology::Topology};
+use super::{connection::Nodes, job::SendJob, topology::Topology};
 use crate::Settings;
 
 /// Why a job was not queued.
@@ -45,7 +45,13 @@ pub enum PublishError {
 /// One connection with a few confirm-mode channels, shared by every request (a lapin
 /// channel takes concurrent publishes and resolves each confirm on its own): nothing is
 /// opened per publish. The connection is opened on first use and again after it dies,
-/// declaring the topology each time.
+/// to the next node of `AMQP_URL` that answers, declaring the topology each time.
+///
+/// With several broker nodes, a publish whose connection dies before its confirm arrives, or
+/// that the broker nacks, is published again on a new connection (at most `PUBLISH_TRIES`
+/// in all, within the budget): an earlier copy may or may not have reached the queue, and
+/// another copy with the same job id is harmless, since the worker sends a job id at most
+/// once. Success is still only ever reported for a confirmed copy.
 #[derive(Clone)]
 pub struct Publisher {
     inner: Arc<PublisherInner>,
@@ -54,6 +60,7 @@ pub struct Publisher {
 struct PublisherInner {
     settings: Arc<Settings>,
     topology: Topology,
+    nodes: Nodes,
     name: String,
     live: std::sync::RwLock<Option<Live>>,
     /// Held while (re)connecting, so that one task connects and the others wait for it.
@@ -65,12 +72,16 @@ struct PublisherInner {
 }
 
 struct Live {
-    _connection: Connection,
+    connection: Connection,
     channels: Vec<Channel>,
 }
 
 /// Channels per publisher: a few, so one slow confirm does not hold up the others.
 const CHANNELS: usize = 4;
+
+/// Publishes of one job, with several broker nodes, before the api gives up (all within
+/// `DEPENDENCY_TIMEOUT_MS`).
+const PUBLISH_TRIES: u32 = 3;
 
 /// How long after a failed connection attempt publishes fail without a new attempt.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
@@ -81,6 +92,7 @@ impl Publisher {
         let topology = Topology::new(&settings);
         Self {
             inner: Arc::new(PublisherInner {
+                nodes: Nodes::new(&settings),
                 settings,
                 topology,
                 name: name.to_owned(),
@@ -123,7 +135,28 @@ impl Publisher {
     async fn publish_with_key(&self, key: &str, job: &SendJob, expiration_ms: Option<u64>) -> Result<(), PublishError> {
         let payload = serde_json::to_vec(job)?;
         let limit = self.inner.settings.dependency_timeout;
-        match tokio::time::timeout(limit, self.publish_bytes(key, &payload, job.id, expiration_ms)).await {
+        let attempts = async {
+            let mut tries = 1;
+            loop {
+                match self.publish_bytes(key, &payload, job.id, expiration_ms).await {
+                    // The connection or channel died under the publish (a node went away), or
+                    // the broker nacked it: again, on a fresh connection to whichever node
+                    // answers now, while the budget lasts. A channel opened while a quorum
+                    // queue was electing its new leader keeps nacking that queue's messages
+                    // until the lost node returns (RabbitMQ 3.10), so a nack drops the
+                    // connection rather than reuse it.
+                    Err(e @ (PublishError::Broker(_) | PublishError::Nacked))
+                        if self.inner.nodes.len() > 1 && tries < PUBLISH_TRIES =>
+                    {
+                        tracing::warn!(error = %e, "publish failed on this broker connection; publishing again on a new one");
+                        self.drop_connection();
+                        tries += 1;
+                    }
+                    other => return other,
+                }
+            }
+        };
+        match tokio::time::timeout(limit, attempts).await {
             Ok(result) => result,
             Err(_) => Err(PublishError::Timeout(limit)),
         }
@@ -197,6 +230,17 @@ impl Publisher {
         }
     }
 
+    /// Forgets the current connection (closing it in the background), so that the next
+    /// publish opens a new one.
+    fn drop_connection(&self) {
+        let live = self.inner.live.write().ok().and_then(|mut slot| slot.take());
+        if let Some(live) = live {
+            tokio::spawn(async move {
+                let _ = live.connection.close(200, "replaced after a failed publish".into()).await;
+            });
+        }
+    }
+
     /// The next live channel, round robin; `None` when there is no healthy connection.
     fn pick(&self) -> Option<Channel> {
         let live = self.inner.live.read().ok()?;
@@ -206,16 +250,16 @@ impl Publisher {
     }
 
     async fn open(&self) -> Result<Live, lapin::Error> {
-        let connection = connect(&self.inner.settings, &self.inner.name).await?;
+        let connection = self.inner.nodes.connect(&self.inner.settings, &self.inner.name).await?;
         let mut channels = Vec::with_capacity(CHANNELS);
         for _ in 0..CHANNELS {
             let channel = connection.create_channel().await?;
             if channels.is_empty() {
-                self.inner.topology.declare(&channel).await?;
+                self.inner.topology.declare(&connection, &channel).await?;
             }
             channel.confirm_select(ConfirmSelectOptions::default()).await?;
             channels.push(channel);
         }
-        Ok(Live { _connection: connection, channels })
+        Ok(Live { connection, channels })
     }
 }

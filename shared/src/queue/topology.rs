@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use lapin::{
-    Channel, ExchangeKind,
+    Channel, Connection, ExchangeKind,
     options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions},
     types::{AMQPValue, FieldTable, LongString},
 };
@@ -24,17 +24,24 @@ use crate::{Settings, config::QueueType};
 pub struct Topology {
     prefix: String,
     queue_type: QueueType,
+    quorum_size: u16,
     retry_delays: Vec<Duration>,
 }
 
 impl Topology {
-    /// The topology of `settings` (`AMQP_PREFIX`, `AMQP_QUEUE_TYPE`, `SMS_RETRY_SCHEDULE_SECS`).
+    /// The topology of `settings` (`AMQP_PREFIX`, `AMQP_QUEUE_TYPE`, `AMQP_QUORUM_SIZE`,
+    /// `SMS_RETRY_SCHEDULE_SECS`).
     pub fn new(settings: &Settings) -> Self {
         // One queue per distinct delay: a schedule may repeat a step ("5,5,5").
         let mut retry_delays = settings.sms_retry_schedule.clone();
         retry_delays.sort();
         retry_delays.dedup();
-        Self { prefix: settings.amqp_prefix.clone(), queue_type: settings.amqp_queue_type, retry_delays }
+        Self {
+            prefix: settings.amqp_prefix.clone(),
+            queue_type: settings.amqp_queue_type,
+            quorum_size: settings.amqp_quorum_size,
+            retry_delays,
+        }
     }
 
     /// The main exchange, `<prefix>`.
@@ -77,11 +84,11 @@ impl Topology {
         queues
     }
 
-    /// Declares everything; idempotent, so every process runs it on each (re)connect.
-    pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
+    /// Declares everything on `channel` of `connection`; idempotent, so every process runs it
+    /// on each (re)connect.
+    pub async fn declare(&self, connection: &Connection, channel: &Channel) -> Result<(), lapin::Error> {
         // Durable: exchanges and queues survive a broker restart.
         let durable_exchange = ExchangeDeclareOptions { durable: true, ..Default::default() };
-        let durable_queue = QueueDeclareOptions { durable: true, ..Default::default() };
         channel
             .exchange_declare(self.exchange().into(), ExchangeKind::Direct, durable_exchange, FieldTable::default())
             .await?;
@@ -95,7 +102,7 @@ impl Topology {
             .await?;
 
         let mut dead_args = self.queue_args();
-        channel.queue_declare(self.dead_queue().into(), durable_queue, std::mem::take(&mut dead_args)).await?;
+        self.declare_queue(connection, channel, &self.dead_queue(), std::mem::take(&mut dead_args)).await?;
         channel
             .queue_bind(
                 self.dead_queue().into(),
@@ -114,7 +121,7 @@ impl Topology {
             // dead-lettered instead of looping forever.
             send_args.insert("x-delivery-limit".into(), AMQPValue::LongInt(20));
         }
-        channel.queue_declare(self.send_queue().into(), durable_queue, send_args).await?;
+        self.declare_queue(connection, channel, &self.send_queue(), send_args).await?;
         channel
             .queue_bind(
                 self.send_queue().into(),
@@ -140,7 +147,7 @@ impl Topology {
                 args.insert("x-dead-letter-strategy".into(), long_string("at-least-once"));
                 args.insert("x-overflow".into(), long_string("reject-publish"));
             }
-            channel.queue_declare(self.retry_queue(*delay).into(), durable_queue, args).await?;
+            self.declare_queue(connection, channel, &self.retry_queue(*delay), args).await?;
             channel
                 .queue_bind(
                     self.retry_queue(*delay).into(),
@@ -154,9 +161,40 @@ impl Topology {
         Ok(())
     }
 
+    /// Declares one durable queue. A quorum queue is declared on a scratch channel first:
+    /// the broker compares `x-quorum-initial-group-size` on a redeclare, so a queue created
+    /// before that argument was sent (or with another AMQP_QUORUM_SIZE) refuses the declare,
+    /// closing the channel it ran on. Such a queue is then only checked to exist.
+    async fn declare_queue(
+        &self,
+        connection: &Connection,
+        channel: &Channel,
+        name: &str,
+        args: FieldTable,
+    ) -> Result<(), lapin::Error> {
+        let durable_queue = QueueDeclareOptions { durable: true, ..Default::default() };
+        if self.queue_type != QueueType::Quorum {
+            return channel.queue_declare(name.into(), durable_queue, args).await.map(drop);
+        }
+        let scratch = connection.create_channel().await?;
+        if scratch.queue_declare(name.into(), durable_queue, args).await.is_ok() {
+            let _ = scratch.close(200, "declared".into()).await;
+            return Ok(());
+        }
+        let passive = QueueDeclareOptions { passive: true, ..durable_queue };
+        channel.queue_declare(name.into(), passive, FieldTable::default()).await.map(drop)
+    }
+
     fn queue_args(&self) -> FieldTable {
         let mut args = FieldTable::default();
         args.insert("x-queue-type".into(), long_string(self.queue_type.as_str()));
+        if self.queue_type == QueueType::Quorum {
+            // Replicas of each queue, capped by the broker at the cluster's size. Only read
+            // when the queue is created: the broker does not compare it on a redeclare, so a
+            // changed AMQP_QUORUM_SIZE applies to new queues (grow old ones with
+            // `rabbitmq-queues grow`).
+            args.insert("x-quorum-initial-group-size".into(), AMQPValue::LongInt(i32::from(self.quorum_size)));
+        }
         args
     }
 }
