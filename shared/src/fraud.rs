@@ -25,10 +25,12 @@ local function fraud_now()
 end
 
 -- The totals (sends, verified) of window hash `key` once the buckets before the window that
--- ends at bucket `now_b` are dropped.
+-- ends at bucket `now_b` are dropped. One HMGET while nothing has slid out.
 local function fraud_window(key, now_b, buckets)
-  local p = tonumber(redis.call('HGET', key, 'p'))
+  local got = redis.call('HMGET', key, 'p', 's', 'v')
+  local p = tonumber(got[1])
   if p == nil then return 0, 0 end
+  local s, v = tonumber(got[2]) or 0, tonumber(got[3]) or 0
   local low = now_b - buckets + 1
   if p < low then
     if low - p >= buckets then
@@ -37,30 +39,32 @@ local function fraud_window(key, now_b, buckets)
     end
     local ds, dv = 0, 0
     for b = p, low - 1 do
-      local got = redis.call('HMGET', key, 's' .. b, 'v' .. b)
-      ds = ds + (tonumber(got[1]) or 0)
-      dv = dv + (tonumber(got[2]) or 0)
+      local old = redis.call('HMGET', key, 's' .. b, 'v' .. b)
+      ds = ds + (tonumber(old[1]) or 0)
+      dv = dv + (tonumber(old[2]) or 0)
       redis.call('HDEL', key, 's' .. b, 'v' .. b)
     end
-    if ds ~= 0 then redis.call('HINCRBY', key, 's', -ds) end
-    if dv ~= 0 then redis.call('HINCRBY', key, 'v', -dv) end
+    if ds ~= 0 then s = redis.call('HINCRBY', key, 's', -ds) end
+    if dv ~= 0 then v = redis.call('HINCRBY', key, 'v', -dv) end
     redis.call('HSET', key, 'p', low)
   end
-  local got = redis.call('HMGET', key, 's', 'v')
-  return tonumber(got[1]) or 0, tonumber(got[2]) or 0
+  return s, v
 end
 
 -- Counts one `kind` ('s' or 'v') in bucket `now_b` of `key` (already passed through
--- fraud_window), indexes `prefix` in the watched set `watched`; returns the kind's new total.
+-- fraud_window); returns the kind's new total. Two HINCRBYs; what needs doing once a bucket
+-- (the oldest-bucket mark of a new hash, the TTL, the watched index) is done by the first
+-- count of the bucket: the hash then outlives its last count by at least a window.
 local function fraud_count(key, kind, now_b, ttl_ms, watched, prefix, now, window_ms)
-  redis.call('HSETNX', key, 'p', now_b)
-  redis.call('HINCRBY', key, kind .. now_b, 1)
   local total = redis.call('HINCRBY', key, kind, 1)
-  redis.call('PEXPIRE', key, ttl_ms)
-  -- A new member is the moment to drop those idle for a window: the set stays the size of
-  -- the prefixes active in one window.
-  if redis.call('ZADD', watched, now, prefix) == 1 then
-    redis.call('ZREMRANGEBYSCORE', watched, '-inf', now - window_ms)
+  if redis.call('HINCRBY', key, kind .. now_b, 1) == 1 then
+    redis.call('HSETNX', key, 'p', now_b)
+    redis.call('PEXPIRE', key, ttl_ms)
+    -- A new member is the moment to drop those idle for a window: the set stays the size of
+    -- the prefixes active in one window.
+    if redis.call('ZADD', watched, now, prefix) == 1 then
+      redis.call('ZREMRANGEBYSCORE', watched, '-inf', now - window_ms)
+    end
   end
   return total
 end

@@ -40,8 +40,7 @@ impl Cluster {
     fn find(drill: &str) -> Option<Self> {
         let dir = PathBuf::from(std::env::var("SMSCODE_CLUSTER_DIR").unwrap_or_else(|_| "/tmp/smscode-cluster".into()));
         let Ok(text) = std::fs::read_to_string(dir.join("env")) else {
-            eprintln!("note: {drill} skipped: no cluster running (start one with `scripts/cluster start`)");
-            return None;
+            return Self::skip(drill, "no cluster running (start one with `scripts/cluster start`)");
         };
         let vars = text
             .lines()
@@ -51,11 +50,18 @@ impl Cluster {
         let cluster = Self { dir, vars };
         match cluster.script(&["status"]) {
             Ok(_) => Some(cluster),
-            Err(e) => {
-                eprintln!("note: {drill} skipped: the cluster is not healthy: {e}");
-                None
-            }
+            Err(e) => Self::skip(drill, &format!("the cluster is not healthy: {e}")),
         }
+    }
+
+    /// No cluster: a note, or, when the test command started one for the drills
+    /// (`SMSCODE_CLUSTER_REQUIRED=1`), a failure: a drill that silently skips proves nothing.
+    fn skip(drill: &str, why: &str) -> Option<Self> {
+        if std::env::var("SMSCODE_CLUSTER_REQUIRED").is_ok_and(|v| v == "1") {
+            panic!("{drill}: {why}, and SMSCODE_CLUSTER_REQUIRED=1");
+        }
+        eprintln!("note: {drill} skipped: {why}");
+        None
     }
 
     fn var(&self, name: &str) -> TestResult<&str> {
