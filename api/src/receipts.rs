@@ -105,7 +105,7 @@ pub async fn receive(state: &AppState, incoming: Incoming) -> Result<Response, R
     let push = match auth {
         Auth::Token(_) => {
             let content_type = incoming.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-            format::parse(provider, content_type, &body).map_err(|e| malformed(provider, e))?
+            providers::parse_push(provider, content_type, &body).map_err(|e| malformed(provider, e))?
         }
         Auth::Twilio { auth_token, base_url } => {
             let params: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)

@@ -4,7 +4,7 @@
 //! One file per provider holds that provider's whole protocol: request signing, the request
 //! itself, the classification of its answers into [`SendError`] classes, and the delivery
 //! reports it pushes. Adding a provider is one new file, one arm in [`build`] and one in
-//! [`receipts::parse`]. The protocol notes the code relies on are in the repository's
+//! [`parse_push`]. The protocol notes the code relies on are in the repository's
 //! `docs/providers.md`.
 //!
 //! - [`Router`] (`router.rs`): the failover between providers; [`Breaker`] (`breaker.rs`):
@@ -20,6 +20,7 @@ pub mod ccp;
 pub mod http;
 pub mod log;
 mod provider;
+mod push;
 pub mod receipts;
 mod router;
 pub mod tencent;
@@ -27,4 +28,5 @@ pub mod twilio;
 
 pub use breaker::{Admission, Breaker, BreakerState};
 pub use provider::{Accepted, Message, SendError, SmsProvider};
+pub use push::parse as parse_push;
 pub use router::{Call, Round, Routed, Router, build};

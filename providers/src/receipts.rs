@@ -3,7 +3,6 @@
 //! provider's protocol (`ccp.rs`, `aliyun.rs`, `tencent.rs`, `twilio.rs`).
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use shared::config::ProviderName;
 
 /// One final report on one message: the handset got it, or the carrier gave up.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,23 +64,6 @@ pub struct Push {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("malformed receipt body: {0}")]
 pub struct Malformed(pub String);
-
-/// Reads a push of `provider` (`content_type` as sent, `body` as received). Twilio's form
-/// parameters are parsed by the caller, who needs them for the signature first: see
-/// [`crate::twilio::receipts`].
-pub fn parse(provider: ProviderName, content_type: Option<&str>, body: &[u8]) -> Result<Push, Malformed> {
-    match provider {
-        ProviderName::Ccp => crate::ccp::receipts(content_type, body),
-        ProviderName::Aliyun => crate::aliyun::receipts(body),
-        ProviderName::Tencent => crate::tencent::receipts(body),
-        ProviderName::Twilio => {
-            let params: Vec<(String, String)> =
-                serde_urlencoded::from_bytes(body).map_err(|e| Malformed(format!("form: {e}")))?;
-            Ok(crate::twilio::receipts(&params))
-        }
-        ProviderName::Log => Err(Malformed("the log provider pushes no receipts".into())),
-    }
-}
 
 /// A time written in Beijing time (the Chinese providers' reports), in `format`; `None` when
 /// absent or unreadable (the report still counts, without its time).
