@@ -412,15 +412,10 @@ async fn losing_the_rabbitmq_node_in_use_twice_loses_no_accepted_code() -> TestR
             window.len(),
         );
     }
-    // Two nodes of three stay up throughout: the api always has a node, so it answers 0, or
-    // 4301 for a publish whose node died before confirming it (never a 5xx, never a hang).
-    check_answers(&answers, &[0, 4301]);
-    for (_, node, killed_at, back_at, _) in &events {
-        let late = answers.iter().filter(|a| a.sent >= *killed_at + Duration::from_secs(5) && a.sent < *back_at);
-        for a in late {
-            assert_eq!(a.errno, 0, "{a:?}: 5 s after losing {node}, codes go out again");
-        }
-    }
+    // Two nodes of three stay up throughout: the api always has a node, and 4301 is only for
+    // when it has none. A publish caught by the loss is published again on another node
+    // within the dependency timeout, so every answer is 0 (never a 4301, a 5xx or a hang).
+    check_answers(&answers, &[0]);
     let started = Instant::now();
     check_deliveries(&deployment.apps[0], &answers).await?;
     eprintln!("drill: every accepted code delivered, each once ({:.1?} after the load stopped)", started.elapsed());

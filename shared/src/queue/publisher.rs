@@ -4,7 +4,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -48,8 +48,8 @@ pub enum PublishError {
 /// to the next node of `AMQP_URL` that answers, declaring the topology each time.
 ///
 /// With several broker nodes, a publish whose connection dies before its confirm arrives, or
-/// that the broker nacks, is published again on a new connection (at most `PUBLISH_TRIES`
-/// in all, within the budget): an earlier copy may or may not have reached the queue, and
+/// that the broker nacks, is published again on a new connection, [`REPUBLISH_PAUSE`] apart,
+/// for as long as the budget (`DEPENDENCY_TIMEOUT_MS`) lasts: an earlier copy may or may not have reached the queue, and
 /// another copy with the same job id is harmless, since the worker sends a job id at most
 /// once. Success is still only ever reported for a confirmed copy.
 #[derive(Clone)]
@@ -69,9 +69,13 @@ struct PublisherInner {
     /// instead of queueing up behind new attempts against a broker that is down.
     last_failure: std::sync::Mutex<Option<std::time::Instant>>,
     next: AtomicUsize,
+    /// Numbers the connections, so that a publish that failed drops its own connection and
+    /// not the one another publish has opened since.
+    generation: AtomicU64,
 }
 
 struct Live {
+    generation: u64,
     connection: Connection,
     channels: Vec<Channel>,
 }
@@ -79,9 +83,9 @@ struct Live {
 /// Channels per publisher: a few, so one slow confirm does not hold up the others.
 const CHANNELS: usize = 4;
 
-/// Publishes of one job, with several broker nodes, before the api gives up (all within
+/// With several broker nodes, the pause between two publishes of one job (all within
 /// `DEPENDENCY_TIMEOUT_MS`).
-const PUBLISH_TRIES: u32 = 3;
+const REPUBLISH_PAUSE: Duration = Duration::from_millis(100);
 
 /// How long after a failed connection attempt publishes fail without a new attempt.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
@@ -100,6 +104,7 @@ impl Publisher {
                 reconnect: tokio::sync::Mutex::new(()),
                 last_failure: std::sync::Mutex::new(None),
                 next: AtomicUsize::new(0),
+                generation: AtomicU64::new(0),
             }),
         }
     }
@@ -136,23 +141,32 @@ impl Publisher {
         let payload = serde_json::to_vec(job)?;
         let limit = self.inner.settings.dependency_timeout;
         let attempts = async {
-            let mut tries = 1;
             loop {
-                match self.publish_bytes(key, &payload, job.id, expiration_ms).await {
+                let published = match self.channel().await {
+                    Ok((channel, generation)) => self
+                        .publish_on(&channel, key, &payload, job.id, expiration_ms)
+                        .await
+                        .map_err(|e| (e, Some(generation))),
+                    Err(e) => Err((e, None)),
+                };
+                match published {
                     // The connection or channel died under the publish (a node went away), or
                     // the broker nacked it: again, on a fresh connection to whichever node
                     // answers now, while the budget lasts. A channel opened while a quorum
                     // queue was electing its new leader keeps nacking that queue's messages
                     // until the lost node returns (RabbitMQ 3.10), so a nack drops the
                     // connection rather than reuse it.
-                    Err(e @ (PublishError::Broker(_) | PublishError::Nacked))
-                        if self.inner.nodes.len() > 1 && tries < PUBLISH_TRIES =>
+                    Err((e @ (PublishError::Broker(_) | PublishError::Nacked), generation))
+                        if self.inner.nodes.len() > 1 =>
                     {
                         tracing::warn!(error = %e, "publish failed on this broker connection; publishing again on a new one");
-                        self.drop_connection();
-                        tries += 1;
+                        if let Some(generation) = generation {
+                            self.drop_connection(generation);
+                        }
+                        tokio::time::sleep(REPUBLISH_PAUSE).await;
                     }
-                    other => return other,
+                    Ok(()) => return Ok(()),
+                    Err((e, _)) => return Err(e),
                 }
             }
         };
@@ -162,14 +176,14 @@ impl Publisher {
         }
     }
 
-    async fn publish_bytes(
+    async fn publish_on(
         &self,
+        channel: &Channel,
         routing_key: &str,
         payload: &[u8],
         id: Uuid,
         expiration_ms: Option<u64>,
     ) -> Result<(), PublishError> {
-        let channel = self.channel().await?;
         let mut properties = BasicProperties::default()
             .with_content_type("application/json".into())
             // 2 = persistent: the message survives a broker restart.
@@ -194,8 +208,9 @@ impl Publisher {
         Ok(())
     }
 
-    /// A connected channel: one of the live ones, or a fresh connection's.
-    async fn channel(&self) -> Result<Channel, PublishError> {
+    /// A connected channel (one of the live ones, or a fresh connection's) and its
+    /// connection's generation.
+    async fn channel(&self) -> Result<(Channel, u64), PublishError> {
         if let Some(channel) = self.pick() {
             return Ok(channel);
         }
@@ -213,7 +228,7 @@ impl Publisher {
         }
         match self.open().await {
             Ok(live) => {
-                let channel = live.channels.first().cloned();
+                let channel = live.channels.first().cloned().map(|c| (c, live.generation));
                 if let Ok(mut slot) = self.inner.live.write() {
                     *slot = Some(live);
                 }
@@ -232,8 +247,10 @@ impl Publisher {
 
     /// Forgets the current connection (closing it in the background), so that the next
     /// publish opens a new one.
-    fn drop_connection(&self) {
-        let live = self.inner.live.write().ok().and_then(|mut slot| slot.take());
+    fn drop_connection(&self, generation: u64) {
+        let live = self.inner.live.write().ok().and_then(|mut slot| {
+            if slot.as_ref().is_some_and(|l| l.generation == generation) { slot.take() } else { None }
+        });
         if let Some(live) = live {
             tokio::spawn(async move {
                 let _ = live.connection.close(200, "replaced after a failed publish".into()).await;
@@ -241,12 +258,13 @@ impl Publisher {
         }
     }
 
-    /// The next live channel, round robin; `None` when there is no healthy connection.
-    fn pick(&self) -> Option<Channel> {
+    /// The next live channel, round robin, and its connection's generation; `None` when there
+    /// is no healthy connection.
+    fn pick(&self) -> Option<(Channel, u64)> {
         let live = self.inner.live.read().ok()?;
-        let channels = &live.as_ref()?.channels;
-        let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % channels.len().max(1);
-        channels.get(i).filter(|c| c.status().connected()).cloned()
+        let live = live.as_ref()?;
+        let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % live.channels.len().max(1);
+        live.channels.get(i).filter(|c| c.status().connected()).cloned().map(|c| (c, live.generation))
     }
 
     async fn open(&self) -> Result<Live, lapin::Error> {
@@ -260,6 +278,6 @@ impl Publisher {
             channel.confirm_select(ConfirmSelectOptions::default()).await?;
             channels.push(channel);
         }
-        Ok(Live { connection, channels })
+        Ok(Live { generation: self.inner.generation.fetch_add(1, Ordering::Relaxed), connection, channels })
     }
 }
