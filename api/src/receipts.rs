@@ -107,14 +107,14 @@ pub async fn receive(state: &AppState, incoming: Incoming) -> Result<Response, R
             let content_type = incoming.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
             providers::parse_push(provider, content_type, &body).map_err(|e| malformed(provider, e))?
         }
-        Auth::Twilio { auth_token, base_url } => {
+        Auth::Twilio { auth_token, callback } => {
             let params: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
                 .map_err(|e| malformed(provider, format::Malformed(format!("form: {e}"))))?;
             // The URL Twilio signed is the StatusCallback we gave it: RECEIPT_BASE_URL and
             // this route, whatever a proxy in front of us rewrote the path to.
             let url = match incoming.query.as_deref() {
-                Some(query) => format!("{base_url}/receipts/twilio?{query}"),
-                None => format!("{base_url}/receipts/twilio"),
+                Some(query) => format!("{callback}?{query}"),
+                None => callback,
             };
             let signature = incoming.headers.get("x-twilio-signature").and_then(|v| v.to_str().ok()).unwrap_or("");
             if !providers::twilio::verify_callback(auth_token, &url, &params, signature) {
@@ -131,8 +131,8 @@ pub async fn receive(state: &AppState, incoming: Incoming) -> Result<Response, R
 enum Auth<'a> {
     /// The `token` query parameter must equal `RECEIPT_TOKEN`.
     Token(&'a str),
-    /// `X-Twilio-Signature` under `TWILIO_AUTH_TOKEN` over `RECEIPT_BASE_URL` + path.
-    Twilio { auth_token: &'a str, base_url: &'a str },
+    /// `X-Twilio-Signature` under `TWILIO_AUTH_TOKEN` over the callback URL we gave Twilio.
+    Twilio { auth_token: &'a str, callback: String },
 }
 
 impl<'a> Auth<'a> {
@@ -140,7 +140,7 @@ impl<'a> Auth<'a> {
         match provider {
             ProviderName::Twilio => Some(Self::Twilio {
                 auth_token: config.twilio_auth_token.as_ref()?.expose_secret(),
-                base_url: config.base_url.as_deref()?,
+                callback: config.twilio_callback()?,
             }),
             _ => {
                 config.token.as_ref().map(|t| Self::Token(t.expose_secret())).filter(|t| !matches!(t, Self::Token("")))

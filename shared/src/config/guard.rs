@@ -52,6 +52,14 @@ pub struct TestNumber {
     pub code: String,
 }
 
+impl ReceiptSettings {
+    /// The URL Twilio is given as `StatusCallback` and signs its reports over:
+    /// `RECEIPT_BASE_URL` + `/receipts/twilio`; `None` without a base URL.
+    pub fn twilio_callback(&self) -> Option<String> {
+        self.base_url.as_ref().map(|base| format!("{base}/receipts/twilio"))
+    }
+}
+
 pub(super) fn receipts(vars: &Vars<'_>) -> Result<ReceiptSettings, ConfigError> {
     Ok(ReceiptSettings {
         base_url: match vars.get("RECEIPT_BASE_URL") {

@@ -178,7 +178,8 @@ impl Settings {
     /// a variable that is absent or empty takes its default.
     pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let vars = Vars(&lookup);
-        let (providers_var, providers) = providers::parse(&vars)?;
+        let receipts = guard::receipts(&vars)?;
+        let (providers_var, providers) = providers::parse(&vars, &receipts)?;
         let amqp_prefix = vars.str("AMQP_PREFIX", "sms");
         if amqp_prefix.is_empty()
             || amqp_prefix.len() > 200
@@ -302,7 +303,7 @@ impl Settings {
             code_digest_key: SecretString::from(vars.str("CODE_DIGEST_KEY", DEV_CODE_DIGEST_KEY)),
             log_format: vars.parse("LOG_FORMAT", "text")?,
             app_env: vars.parse("APP_ENV", "development")?,
-            receipts: guard::receipts(&vars)?,
+            receipts,
             fraud: guard::fraud(&vars)?,
             sms_test_numbers: guard::test_numbers(&vars)?,
         };

@@ -4,7 +4,10 @@
 
 use secrecy::SecretString;
 
-use super::vars::{ConfigError, Vars, invalid};
+use super::{
+    ReceiptSettings,
+    vars::{ConfigError, Vars, invalid},
+};
 use crate::names::text_enum;
 
 text_enum! {
@@ -219,7 +222,11 @@ pub const DEFAULT_TEXT_TEMPLATE: &str = "Your verification code is {code}. It ex
 
 /// Reads `SMS_PROVIDERS` (or the one-provider `SMS_PROVIDER`; `log` when neither is set) and
 /// the settings of each provider it names; also returns which of the two variables it read.
-pub(super) fn parse(vars: &Vars<'_>) -> Result<(&'static str, Vec<ProviderSettings>), ConfigError> {
+/// `receipts` gives Twilio its `StatusCallback`.
+pub(super) fn parse(
+    vars: &Vars<'_>,
+    receipts: &ReceiptSettings,
+) -> Result<(&'static str, Vec<ProviderSettings>), ConfigError> {
     let (var, list) = match (vars.get("SMS_PROVIDERS"), vars.get("SMS_PROVIDER")) {
         (Some(list), _) => ("SMS_PROVIDERS", list),
         (None, Some(one)) => ("SMS_PROVIDER", one),
@@ -231,7 +238,7 @@ pub(super) fn parse(vars: &Vars<'_>) -> Result<(&'static str, Vec<ProviderSettin
         if providers.iter().any(|p| p.name() == name) {
             return Err(invalid(var, format!("{name} is listed twice")));
         }
-        providers.push(one(vars, name)?);
+        providers.push(one(vars, name, receipts)?);
     }
     if providers.is_empty() {
         return Err(invalid(var, "names no provider".into()));
@@ -239,7 +246,7 @@ pub(super) fn parse(vars: &Vars<'_>) -> Result<(&'static str, Vec<ProviderSettin
     Ok((var, providers))
 }
 
-fn one(vars: &Vars<'_>, name: ProviderName) -> Result<ProviderSettings, ConfigError> {
+fn one(vars: &Vars<'_>, name: ProviderName, receipts: &ReceiptSettings) -> Result<ProviderSettings, ConfigError> {
     let why = format!("required when SMS_PROVIDERS has {name}");
     let required = |var: &'static str| vars.required(var, &why);
     let secret = |var: &'static str| required(var).map(SecretString::from);
@@ -290,10 +297,7 @@ fn one(vars: &Vars<'_>, name: ProviderName) -> Result<ProviderSettings, ConfigEr
                 }
             },
             text_template: text_template(vars)?,
-            status_callback: match vars.get("RECEIPT_BASE_URL") {
-                Some(_) => Some(format!("{}/receipts/twilio", vars.url("RECEIPT_BASE_URL", "")?)),
-                None => None,
-            },
+            status_callback: receipts.twilio_callback(),
             countries: countries("TWILIO_COUNTRIES", "*")?,
         }),
     })
